@@ -1,0 +1,48 @@
+# Two commands matter: `make dev` and `make test`. Everything else supports them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
+export VIRTUAL_ENV := $(CURDIR)/$(VENV)
+
+.PHONY: install dev test lint bench package clean tools
+
+install: $(STAMP) node_modules/.installed
+
+$(STAMP): pyproject.toml requirements-dev.lock
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (PYTHON=$(PYTHON))")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm (Node 20+) is required: install Node.js" >&2; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# promtool checks the alert rules and the exposition format; Debian ships it.
+tools:
+	@bash scripts/ensure-promtool.sh
+
+dev: install
+	$(BIN)/python -m devstack.dev
+
+lint: install
+	$(BIN)/ruff check .
+
+test: install tools lint
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python -m bench
+
+package: install
+	AWS_EC2_METADATA_DISABLED=true sls package
+
+clean:
+	rm -rf $(VENV) node_modules .serverless .requirements-cache

@@ -1,0 +1,36 @@
+"""`rebalance`: the console script. Each subcommand lives in its own module, loaded on use."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> module exposing `add_arguments(parser)` and `run(args) -> int`
+COMMANDS = {
+    "gateway": ("cli.gateway", "serve the Upstash-compatible REST gateway"),
+    "drain": ("cli.drain", "run one drain invocation, like the scheduled Lambda"),
+    "worker": ("cli.worker", "long-running consumer of the rebalance queue"),
+    "dlq": ("cli.dlq", "list, replay or purge dead-lettered jobs"),
+    "token": ("cli.token", "mint a development JWT"),
+    "check": ("cli.check", "smoke checks against the configured Upstash"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rebalance", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module).add_arguments(command)
+        command.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(importlib.import_module(args._module).run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Redis access: one small protocol, an Upstash REST adapter, an optional TCP adapter.
+
+Nothing else in the project imports `upstash_redis` or `redis`. The REST adapter hides the
+SDK's quirks:
+
+- the SDK's `httpx.Client` has no timeout at all; ours has `UPSTASH_TIMEOUT_MS` on every call,
+  so a stalled Upstash costs a bounded slice of the Lambda's time;
+- the SDK retries any failure after sleeping 3 s; we retry only where it is safe: a request
+  that never connected (nothing reached the server), or a read-only command or script;
+- every HTTP request is counted in `round_trips`, the currency of our budgets;
+- `UpstashError` (the SDK's) and transport errors become `core.errors.UpstashError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from core.errors import UpstashError
+from core.settings import Settings, get_settings
+
+Command = Sequence[str | int | float]
+
+# Commands whose repetition cannot change anything: safe to resend after a read timeout.
+READ_ONLY = frozenset(
+    {"GET", "MGET", "HGET", "HMGET", "HGETALL", "HLEN", "LLEN", "LRANGE", "LINDEX", "ZRANGE",
+     "ZCARD", "ZCOUNT", "ZSCORE", "ZRANGEBYSCORE", "EXISTS", "TTL", "PTTL", "TYPE", "PING",
+     "ECHO", "SCAN", "INFO", "EVALSHA_RO", "EVAL_RO", "SCRIPT"}
+)
+_CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+class RedisClient(Protocol):
+    """What `core` needs of Redis; both adapters implement it."""
+
+    round_trips: int
+
+    def execute(self, command: Command) -> Any: ...
+
+    def pipeline(self, commands: Sequence[Command]) -> list[Any]: ...
+
+    def close(self) -> None: ...
+
+
+class RestClient:
+    """Upstash REST through the official SDK, with a timeout and a safe retry policy."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout_s: float = 3.0,
+        retries: int = 1,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        from upstash_redis import Redis  # the SDK is heavy-ish; load it with the first client
+
+        self.round_trips = 0
+        self._retries = retries
+        self._sdk = Redis(
+            url.rstrip("/"),  # the SDK appends "/pipeline" to the URL as given
+            token,
+            rest_retries=0,  # retries are ours: the SDK would sleep 3 s and resend writes
+            allow_telemetry=False,
+            read_your_writes=True,
+        )
+        # The SDK builds its client with timeout=None; a stalled server would hang us forever.
+        self._sdk._http._client.close()
+        self._sdk._http._client = httpx.Client(
+            timeout=httpx.Timeout(timeout_s),
+            transport=transport,
+            event_hooks={"request": [self._count]},
+        )
+
+    def _count(self, _request: httpx.Request) -> None:
+        self.round_trips += 1
+
+    def execute(self, command: Command) -> Any:
+        name = str(command[0]).upper()
+        return self._call(lambda: self._sdk.execute(list(command)), _read_only(name, command))
+
+    def pipeline(self, commands: Sequence[Command]) -> list[Any]:
+        if not commands:
+            return []
+        safe = all(_read_only(str(c[0]).upper(), c) for c in commands)
+
+        def send() -> list[Any]:
+            pipe = self._sdk.pipeline()
+            for command in commands:
+                pipe.execute(list(command))  # `execute` queues; `exec` sends
+            return pipe.exec()
+
+        return self._call(send, safe)
+
+    def _call(self, send: Callable[[], Any], safe_to_resend: bool) -> Any:
+        from upstash_redis.errors import UpstashError as SdkError
+
+        attempt = 0
+        while True:
+            try:
+                return send()
+            except SdkError as exc:
+                raise UpstashError(str(exc)) from exc
+            except _CONNECT_ERRORS as exc:
+                if attempt >= self._retries:
+                    raise UpstashError(f"Upstash unreachable: {type(exc).__name__}") from exc
+            except (httpx.HTTPError, ValueError) as exc:
+                # A read timeout or a broken body: the command may have run. Resend reads only.
+                if not safe_to_resend or attempt >= self._retries:
+                    raise UpstashError(f"Upstash request failed: {type(exc).__name__}") from exc
+            attempt += 1
+            time.sleep(min(0.05 * 2**attempt, 0.5))
+
+    def close(self) -> None:
+        self._sdk.close()
+
+
+def _read_only(name: str, command: Command) -> bool:
+    if name in ("EVALSHA", "EVAL"):
+        return False
+    if name == "SCRIPT":
+        return len(command) > 1 and str(command[1]).upper() == "EXISTS"
+    return name in READ_ONLY
+
+
+class TcpClient:
+    """The same protocol over redis-py (the `tcp` extra), for `REDIS_URL`."""
+
+    def __init__(self, url: str, *, timeout_s: float = 3.0) -> None:
+        try:
+            import redis
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise UpstashError("REDIS_URL is set but the `tcp` extra (redis) is missing") from exc
+        self.round_trips = 0
+        self._errors = (redis.RedisError, OSError)
+        self.raw = redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+            decode_responses=True,
+        )
+
+    def execute(self, command: Command) -> Any:
+        self.round_trips += 1
+        try:
+            return self.raw.execute_command(*command)
+        except self._errors as exc:
+            raise UpstashError(f"Redis request failed: {exc}") from exc
+
+    def pipeline(self, commands: Sequence[Command]) -> list[Any]:
+        self.round_trips += 1
+        pipe = self.raw.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        try:
+            return pipe.execute()
+        except self._errors as exc:
+            raise UpstashError(f"Redis request failed: {exc}") from exc
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+class Script:
+    """A Lua script from `core/lua/`, sent as `EVALSHA` with a fallback to `EVAL`.
+
+    `prelude` names shared Lua files (`_counters.lua`, ...) prepended to the script, so the
+    helpers that several scripts use are written once.
+    """
+
+    def __init__(self, name: str, *, prelude: Sequence[str] = (), read_only: bool = False) -> None:
+        parts = [_LUA_DIR.joinpath(p).read_text() for p in (*prelude, name)]
+        self.name = name
+        self.source = "\n".join(parts)
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+        self.read_only = read_only
+
+    def __call__(self, client: RedisClient, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
+        tail = [len(keys), *keys, *(_arg(a) for a in args)]
+        try:
+            return client.execute(["EVALSHA", self.sha, *tail])
+        except UpstashError as exc:
+            if "NOSCRIPT" not in str(exc).upper():
+                raise
+        # One more round trip, once per server: EVAL also caches the script for EVALSHA.
+        return client.execute(["EVAL", self.source, *tail])
+
+
+_LUA_DIR = Path(__file__).with_name("lua")
+
+
+def _arg(value: Any) -> str | int:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int | str):
+        return value
+    return str(value)
+
+
+def make_client(settings: Settings) -> RestClient:
+    """The REST client described by `settings`."""
+    return RestClient(
+        settings.upstash_redis_rest_url,
+        settings.upstash_redis_rest_token,
+        timeout_s=settings.upstash_timeout_s,
+        retries=settings.upstash_retries,
+    )
+
+
+@lru_cache(maxsize=1)
+def get_client() -> RestClient:
+    """The process-wide REST client (built on first use, reused while the Lambda is warm)."""
+    return make_client(get_settings())
+
+
+def make_tcp_client(settings: Settings) -> TcpClient | None:
+    """A TCP client when `REDIS_URL` is set, else None."""
+    if not settings.redis_url:
+        return None
+    return TcpClient(settings.redis_url, timeout_s=settings.upstash_timeout_s)

@@ -1,0 +1,175 @@
+"""Settings: read once from the environment, validated, secrets hidden from `repr`.
+
+Every variable the project reads is declared in `Settings` below, with its default. Parsing
+collects every problem before raising, so one `ConfigError` names every bad variable.
+Only `UPSTASH_REDIS_REST_URL` and `UPSTASH_REDIS_REST_TOKEN` are always required; the auth
+variables are checked by the code that authenticates (the drain does not need them).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from typing import Any
+from urllib.parse import urlparse
+
+from core.errors import ConfigError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _secret() -> Any:
+    return field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    upstash_redis_rest_url: str = ""
+    upstash_redis_rest_token: str = _secret()
+    redis_url: str = field(default="", repr=False)
+    upstash_timeout_ms: int = 3000
+    upstash_retries: int = 1
+
+    auth_jwt_secret: str = _secret()
+    auth_jwks_url: str = ""
+    auth_issuer: str = ""
+    auth_audience: str = ""
+    auth_trust_authorizer: bool = False
+    metrics_scrape_token: str = _secret()
+
+    rate_limit_max: int = 10
+    rate_limit_window_s: int = 60
+    max_body_bytes: int = 16 * 1024
+    job_ttl_s: int = 24 * 3600
+
+    job_max_attempts: int = 5
+    job_lease_seconds: int = 60
+    retry_base_delay_ms: int = 1000
+    retry_max_delay_ms: int = 60_000
+
+    drain_batch_size: int = 10
+    drain_concurrency: int = 10
+    drain_poll_interval_ms: int = 500
+    drain_poll_max_interval_ms: int = 5000
+    drain_backoff_factor: float = 1.5
+    drain_idle_exit_ms: int | None = None
+    drain_safety_margin_ms: int = 3000
+
+    rebalance_processor: str = "core.processors.simulated:process"
+    rebalance_webhook_url: str = ""
+    rebalance_webhook_secret: str = _secret()
+    rebalance_webhook_timeout_ms: int = 10_000
+    sim_latency_ms: int = 50
+    sim_failure_rate: float = 0.0
+
+    log_level: str = "INFO"
+
+    @property
+    def upstash_timeout_s(self) -> float:
+        return self.upstash_timeout_ms / 1000
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Parse `environ` (default `os.environ`); raise `ConfigError` naming every problem."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        problems: dict[str, str] = {}
+        for f in fields(cls):
+            name = f.name.upper()
+            raw = env.get(name)
+            if raw is None or (raw.strip() == "" and f.type != "str"):
+                continue
+            try:
+                values[f.name] = _PARSERS[f.type](raw.strip())
+            except ValueError as exc:
+                problems[name] = str(exc)
+        for name, why in _check(values).items():
+            problems.setdefault(name, why)
+        if problems:
+            raise ConfigError(problems)
+        return cls(**values)
+
+    def require(self, *names: str) -> None:
+        """Fail with one `ConfigError` unless every named variable is set."""
+        missing = {n.upper(): "is required" for n in names if not getattr(self, n.lower())}
+        if missing:
+            raise ConfigError(missing)
+
+
+def _parse_bool(raw: str) -> bool:
+    low = raw.lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError(f"expected true/false, got {raw!r}")
+
+
+def _parse_int(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"expected an integer, got {raw!r}") from None
+
+
+def _parse_float(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"expected a number, got {raw!r}") from None
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "str": str,
+    "int": _parse_int,
+    "int | None": _parse_int,
+    "float": _parse_float,
+    "bool": _parse_bool,
+}
+
+_POSITIVE = (
+    "upstash_timeout_ms", "rate_limit_max", "rate_limit_window_s", "max_body_bytes", "job_ttl_s",
+    "job_max_attempts", "job_lease_seconds", "retry_base_delay_ms", "retry_max_delay_ms",
+    "drain_batch_size", "drain_concurrency", "drain_poll_interval_ms",
+    "drain_poll_max_interval_ms", "rebalance_webhook_timeout_ms",
+)
+_NON_NEGATIVE = ("upstash_retries", "drain_idle_exit_ms", "drain_safety_margin_ms", "sim_latency_ms")
+
+
+def _check(v: dict[str, Any]) -> dict[str, str]:
+    """Cross-field and range rules; returns {VARIABLE: reason}."""
+    problems: dict[str, str] = {}
+    url = v.get("upstash_redis_rest_url", "")
+    if not url:
+        problems["UPSTASH_REDIS_REST_URL"] = "is required"
+    elif urlparse(url).scheme not in ("http", "https") or not urlparse(url).netloc:
+        problems["UPSTASH_REDIS_REST_URL"] = "must be an http(s) URL"
+    if not v.get("upstash_redis_rest_token"):
+        problems["UPSTASH_REDIS_REST_TOKEN"] = "is required"
+    redis_url = v.get("redis_url", "")
+    if redis_url and urlparse(redis_url).scheme not in ("redis", "rediss", "unix"):
+        problems["REDIS_URL"] = "must be a redis://, rediss:// or unix:// URL"
+    for name in _POSITIVE:
+        if name in v and v[name] <= 0:
+            problems[name.upper()] = "must be greater than 0"
+    for name in _NON_NEGATIVE:
+        if v.get(name) is not None and v[name] < 0:
+            problems[name.upper()] = "must not be negative"
+    if v.get("drain_backoff_factor", 1.5) < 1:
+        problems["DRAIN_BACKOFF_FACTOR"] = "must be at least 1"
+    if not 0 <= v.get("sim_failure_rate", 0.0) <= 1:
+        problems["SIM_FAILURE_RATE"] = "must be between 0 and 1"
+    if v.get("retry_max_delay_ms", 60_000) < v.get("retry_base_delay_ms", 1000):
+        problems["RETRY_MAX_DELAY_MS"] = "must be at least RETRY_BASE_DELAY_MS"
+    if ":" not in v.get("rebalance_processor", "m:f"):
+        problems["REBALANCE_PROCESSOR"] = "must look like module:function"
+    return problems
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, parsed on first use (one cold start, one parse)."""
+    return Settings.from_env()
