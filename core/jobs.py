@@ -1,0 +1,116 @@
+"""Jobs: the values stored in Redis and the status view the API answers.
+
+Two JSON shapes, both written only by Lua scripts or by code in `core`:
+
+- the *job* (queue list, leased/delayed hashes, dead list):
+  `{"id", "queue", "user_id", "public_key", "payload", "attempts", "created_at", "enqueued_at",
+  "last_error"?}` — `attempts` counts deliveries so far, times are epoch milliseconds;
+- the *status record* at `agent:rebalance:job:<id>` (24 h TTL):
+  `{"id", "user_id", "status", "attempts", "created_at", "updated_at", "last_error"?,
+  "result"?}` — written at submit and at every ack; while a job is leased its status is
+  `processing`, read from the leased hash in the same round trip as the record.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    DEAD = "dead"
+
+
+def new_job_id() -> str:
+    """32 lowercase hex digits (a random UUID): unguessable, and never needs escaping."""
+    return uuid.uuid4().hex
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def iso(ts_ms: int | None) -> str | None:
+    """Epoch milliseconds as an ISO 8601 UTC string (`2026-11-26T17:50:05.123Z`)."""
+    if ts_ms is None:
+        return None
+    moment = datetime.fromtimestamp(ts_ms / 1000, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass
+class Job:
+    """A delivery of work: what a processor receives."""
+
+    id: str
+    payload: dict[str, Any]
+    user_id: str = ""
+    public_key: str = ""
+    attempts: int = 0
+    created_at: int = 0
+    enqueued_at: int = 0
+    queue: str = ""
+    last_error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, raw: str) -> Job:
+        data = json.loads(raw)
+        known = {k: data.pop(k) for k in list(data) if k in _FIELDS}
+        payload = known.pop("payload", None)
+        return cls(payload=payload if isinstance(payload, dict) else {"data": payload},
+                   **known, extra=data)
+
+    def to_json(self) -> str:
+        data = {**self.extra, "id": self.id, "queue": self.queue, "user_id": self.user_id,
+                "public_key": self.public_key, "payload": self.payload,
+                "attempts": self.attempts, "created_at": self.created_at,
+                "enqueued_at": self.enqueued_at}
+        if self.last_error is not None:
+            data["last_error"] = self.last_error
+        return dumps(data)
+
+
+_FIELDS = {"id", "queue", "user_id", "public_key", "payload", "attempts", "created_at",
+           "enqueued_at", "last_error"}
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON, the only serialisation stored in Redis (never pickle)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def status_view(record: dict[str, Any], leased: dict[str, Any] | None) -> dict[str, Any]:
+    """The body of `GET /api/agent/rebalance/{jobId}` from a status record.
+
+    `leased` is the job as claimed, when it is in flight: then the job is `processing` and
+    its attempts include the current delivery.
+    """
+    status = record.get("status", JobStatus.QUEUED)
+    attempts = int(record.get("attempts", 0))
+    updated_at = record.get("updated_at")
+    if leased is not None and status not in (JobStatus.SUCCEEDED, JobStatus.DEAD):
+        status = JobStatus.PROCESSING
+        attempts = max(attempts, int(leased.get("attempts", attempts)))
+        updated_at = max(updated_at or 0, int(leased.get("claimed_at") or 0)) or updated_at
+    view: dict[str, Any] = {
+        "jobId": record["id"],
+        "status": str(status),
+        "attempts": attempts,
+        "createdAt": iso(record.get("created_at")),
+        "updatedAt": iso(updated_at),
+    }
+    if record.get("last_error"):
+        view["lastError"] = record["last_error"]
+    if record.get("result") is not None:
+        view["result"] = record["result"]
+    return view
