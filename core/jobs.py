@@ -3,8 +3,11 @@
 Two JSON shapes, both written only by Lua scripts or by code in `core`:
 
 - the *job* (queue list, leased/delayed hashes, dead list):
-  `{"id", "queue", "user_id", "public_key", "payload", "attempts", "created_at", "enqueued_at",
-  "last_error"?}` — `attempts` counts deliveries so far, times are epoch milliseconds;
+  `{"id", "queue", "user_id", "public_key", "body", "attempts", "created_at", "enqueued_at",
+  "last_error"?}` — `body` is the payload as JSON *text*, so the Lua scripts that bump
+  `attempts` never re-encode a client's payload (Lua's cjson would turn `[]` into `{}` and
+  round long numbers); `attempts` counts deliveries so far; times are epoch milliseconds.
+  Always build it with `Job(...).to_json()`;
 - the *status record* at `agent:rebalance:job:<id>` (24 h TTL):
   `{"id", "user_id", "status", "attempts", "created_at", "updated_at", "last_error"?,
   "result"?}` — written at submit and at every ack; while a job is leased its status is
@@ -52,7 +55,7 @@ class Job:
     """A delivery of work: what a processor receives."""
 
     id: str
-    payload: dict[str, Any]
+    payload: Any
     user_id: str = ""
     public_key: str = ""
     attempts: int = 0
@@ -66,22 +69,25 @@ class Job:
     def from_json(cls, raw: str) -> Job:
         data = json.loads(raw)
         known = {k: data.pop(k) for k in list(data) if k in _FIELDS}
-        payload = known.pop("payload", None)
-        return cls(payload=payload if isinstance(payload, dict) else {"data": payload},
-                   **known, extra=data)
+        body = data.pop("body", None)
+        payload = json.loads(body) if isinstance(body, str) else data.pop("payload", None)
+        for name in ("attempts", "created_at", "enqueued_at"):
+            known[name] = int(known.get(name) or 0)
+        return cls(payload=payload, **known, extra=data)
 
-    def to_json(self) -> str:
+    def to_json(self, **changes: Any) -> str:
         data = {**self.extra, "id": self.id, "queue": self.queue, "user_id": self.user_id,
-                "public_key": self.public_key, "payload": self.payload,
+                "public_key": self.public_key, "body": dumps(self.payload),
                 "attempts": self.attempts, "created_at": self.created_at,
                 "enqueued_at": self.enqueued_at}
         if self.last_error is not None:
             data["last_error"] = self.last_error
-        return dumps(data)
+        data.update(changes)
+        return dumps({k: v for k, v in data.items() if v is not None})
 
 
-_FIELDS = {"id", "queue", "user_id", "public_key", "payload", "attempts", "created_at",
-           "enqueued_at", "last_error"}
+_FIELDS = {"id", "queue", "user_id", "public_key", "attempts", "created_at", "enqueued_at",
+           "last_error"}
 
 
 def dumps(value: Any) -> str:
