@@ -1,0 +1,161 @@
+"""Submitting rebalance requests and reading their status: the core of the HTTP API.
+
+`submit_job` does all the Redis work of one `POST /api/agent/rebalance` in ONE script
+(`core/lua/submit.lua`), so one REST round trip whether the request is accepted, rate
+limited or an idempotent replay:
+
+1. with an `Idempotency-Key`: `agent:rebalance:idem:<user>:<sha256(key)>` holds
+   `{"jobId", "fingerprint"}` for 24 h; the same body (same fingerprint: SHA-256 of the
+   payload's canonical JSON) answers the original job, untouched by the rate limit; another
+   body is an `IdempotencyConflictError`;
+2. the sliding-window rate limit (`core/lua/_rate_limit.lua`), blocked requests counted;
+3. `LPUSH` of the job onto `agent:rebalance:request` + the queue mark on its schedule;
+4. `SET` of the status record `agent:rebalance:job:<id>` (`queued`, attempts 0, job TTL);
+5. the `jobs` counter of the day and the totals hash.
+
+Without a key an accepted submit bills at most 9 commands: EVALSHA, GET + SET of the rate
+log, LPUSH, ZADD, SET, INCRBY (+ EXPIRE on the day's first job), HINCRBY.
+
+`get_status` reads a job's record and its lease in one pipeline; unknown ids, malformed ids
+and other users' jobs are the same `NotFoundError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from core import keys
+from core.auth import Principal
+from core.errors import IdempotencyConflictError, NotFoundError, RateLimitedError, ValidationError
+from core.jobs import Job, JobStatus, dumps, new_job_id, status_view
+from core.jobs import now_ms as clock_ms
+from core.rate_limit import retry_after_s
+from core.redis import RedisClient, Script
+from core.settings import Settings
+
+IDEMPOTENCY_TTL_S = 24 * 3600
+# Visible ASCII and spaces; a UUID or any client-made token fits, control bytes do not.
+_IDEMPOTENCY_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
+
+_SUBMIT = Script("submit.lua", prelude=["_metrics.lua", "_queue.lua", "_rate_limit.lua"])
+
+
+@dataclass(frozen=True)
+class Submission:
+    """An accepted request: its job id, and whether it replays an earlier one."""
+
+    job_id: str
+    replayed: bool = False
+
+
+def validate_payload(payload: Any) -> dict[str, Any]:
+    """The rebalance request must be a JSON object (`ValidationError` otherwise)."""
+    if not isinstance(payload, dict):
+        raise ValidationError("the body must be a JSON object")
+    return payload
+
+
+def validate_idempotency_key(value: str | None) -> str | None:
+    """None, or a key of 1..255 visible ASCII characters (`ValidationError` otherwise)."""
+    if value is None:
+        return None
+    if not _IDEMPOTENCY_KEY.match(value) or not value.strip():
+        raise ValidationError("Idempotency-Key must be 1 to 255 printable ASCII characters")
+    return value
+
+
+def fingerprint(payload: Any) -> str:
+    """What makes two bodies 'the same' for idempotency: their canonical JSON."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def submit_job(
+    client: RedisClient,
+    settings: Settings,
+    principal: Principal,
+    payload: Any,
+    *,
+    idempotency_key: str | None = None,
+    now_ms: int | None = None,
+) -> Submission:
+    """Rate-limit, enqueue and record one rebalance request of `principal` (one round trip).
+
+    Raises `ValidationError` (bad payload or key), `IdempotencyConflictError`,
+    `RateLimitedError` (with `retry_after_s`), or `UpstashError`.
+    """
+    payload = validate_payload(payload)
+    idempotency_key = validate_idempotency_key(idempotency_key)
+    now = clock_ms() if now_ms is None else now_ms
+    job = _new_job(principal, payload, now)
+    today = keys.day(now)
+    script_keys = [
+        keys.rate_key(principal.user_id), keys.REQUEST_QUEUE, keys.schedule_key(keys.REQUEST_QUEUE),
+        keys.job_key(job.id), keys.counter_key(today, keys.SUBMITTED),
+        keys.counter_key(today, keys.RATE_LIMIT_BLOCKED), keys.TOTALS,
+    ]
+    print_ = fingerprint(payload)
+    if idempotency_key is not None:
+        script_keys.append(keys.idempotency_key(principal.user_id, idempotency_key))
+    outcome, value = _SUBMIT(client, script_keys, [
+        now, settings.rate_limit_window_s * 1000, settings.rate_limit_max, job.id,
+        job.to_json(), _record_json(job, principal, now), settings.job_ttl_s,
+        keys.METRICS_TTL_S, keys.SUBMITTED, keys.RATE_LIMIT_BLOCKED,
+        print_, dumps({"jobId": job.id, "fingerprint": print_}), IDEMPOTENCY_TTL_S,
+    ])
+    return _outcome(str(outcome), value)
+
+
+def _new_job(principal: Principal, payload: dict[str, Any], now: int) -> Job:
+    return Job(
+        id=new_job_id(), payload=payload, user_id=principal.user_id,
+        public_key=principal.public_key, attempts=0, created_at=now, enqueued_at=now,
+        queue=keys.REQUEST_QUEUE,
+    )
+
+
+def _record_json(job: Job, principal: Principal, now: int) -> str:
+    return dumps({
+        "id": job.id, "user_id": principal.user_id, "status": str(JobStatus.QUEUED),
+        "attempts": 0, "created_at": now, "updated_at": now,
+    })
+
+
+def _outcome(outcome: str, value: Any) -> Submission:
+    if outcome == "accepted":
+        return Submission(job_id=str(value))
+    if outcome == "replay":
+        return Submission(job_id=str(value), replayed=True)
+    if outcome == "limited":
+        raise RateLimitedError(retry_after_s(int(value)))
+    if outcome == "conflict":
+        raise IdempotencyConflictError(
+            "this Idempotency-Key was already used with a different body"
+        )
+    raise ValueError(f"unexpected answer from submit.lua: {outcome!r}")
+
+
+def get_status(client: RedisClient, user_id: str, job_id: str) -> dict[str, Any]:
+    """The status view of `job_id` if `user_id` owns it (one round trip), else `NotFoundError`."""
+    if not keys.is_job_id(job_id):
+        raise _not_found()  # nothing with that shape was ever stored: no lookup needed
+    raw_record, raw_leased = client.pipeline([
+        ["GET", keys.job_key(job_id)],
+        ["HGET", keys.leased_key(keys.REQUEST_QUEUE), job_id],
+    ])
+    if not raw_record:
+        raise _not_found()
+    record = json.loads(raw_record)
+    if record.get("user_id") != user_id:
+        raise _not_found()
+    leased = json.loads(raw_leased) if raw_leased else None
+    return status_view(record, leased)
+
+
+def _not_found() -> NotFoundError:
+    # One message for unknown and foreign ids: the answer must not reveal which it was.
+    return NotFoundError("no such job")
