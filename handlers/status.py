@@ -8,13 +8,13 @@ from starlette.routing import Route
 from core.submit import get_status
 from handlers import _web
 
-STATUS_PATH = "/api/agent/rebalance/{job_id}"
+STATUS_PATH = "/api/agent/rebalance/{jobId}"
 
 
 def status(call: _web.Call) -> Response:
     """Authenticate, then read the job (unknown and foreign ids are the same 404)."""
     principal = call.principal()
-    job_id = call.request.path_params["job_id"]
+    job_id = call.request.path_params["jobId"]
     return JSONResponse(get_status(call.client, principal.user_id, job_id))
 
 

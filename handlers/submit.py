@@ -9,7 +9,7 @@ from core.submit import submit_job
 from handlers import _web
 
 SUBMIT_PATH = "/api/agent/rebalance"
-STATUS_PATH = "/api/agent/rebalance/{job_id}"
+STATUS_PATH = "/api/agent/rebalance/{jobId}"
 
 
 def submit(call: _web.Call) -> Response:
@@ -19,7 +19,7 @@ def submit(call: _web.Call) -> Response:
         call.client, call.settings, principal, call.json(),
         idempotency_key=call.request.headers.get("idempotency-key"),
     )
-    status_url = STATUS_PATH.format(job_id=submission.job_id)
+    status_url = STATUS_PATH.format(jobId=submission.job_id)
     return JSONResponse(
         {"jobId": submission.job_id, "status": "queued", "statusUrl": status_url},
         status_code=202,
