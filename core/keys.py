@@ -5,7 +5,7 @@ Layout (all keys start with `agent:rebalance:` or `metrics:agent:rebalance:`):
 | key | type | bound |
 |---|---|---|
 | `agent:rebalance:request` | list of pending jobs (JSON), FIFO: LPUSH in, RPOP out | drained |
-| `agent:rebalance:request:schedule` | zset job id -> ms when it must go back to the queue (lease deadline or retry time), plus the member `~queue` while the list may be non-empty | drained |
+| `agent:rebalance:request:schedule` | zset job id -> ms it must go back to the queue | drained |
 | `agent:rebalance:request:leased` | hash job id -> job JSON of a claimed job | lease |
 | `agent:rebalance:request:delayed` | hash job id -> job JSON waiting for its retry | retry |
 | `agent:rebalance:request:dead` | list of dead jobs (JSON) | `rebalance dlq purge` |
@@ -17,6 +17,9 @@ Layout (all keys start with `agent:rebalance:` or `metrics:agent:rebalance:`):
 | `metrics:agent:rebalance:execution_times` | hash: log-bucket -> count, `sum_us` | ~1,300 fields |
 | `metrics:agent:rebalance:execution_times:<YYYY-MM-DD>` | same, per UTC day | 7 d |
 | `metrics:agent:rebalance:totals` | hash: all-time counters for Prometheus | fixed fields |
+
+The schedule holds lease deadlines and retry times, plus the member `~queue` while the list
+may hold jobs: one ZRANGE on it tells the drain whether there is any work at all.
 
 User ids are arbitrary strings: `escape()` percent-encodes every byte outside `[A-Za-z0-9_.-]`,
 so no colon, glob character, space or newline of theirs ever reaches a key.

@@ -150,7 +150,7 @@ class TcpClient:
         try:
             return self.raw.execute_command(*command)
         except self._errors as exc:
-            raise UpstashError(f"Redis request failed: {exc}") from exc
+            raise UpstashError(f"Redis request failed: {type(exc).__name__}: {exc}") from exc
 
     def pipeline(self, commands: Sequence[Command]) -> list[Any]:
         self.round_trips += 1
@@ -160,7 +160,7 @@ class TcpClient:
         try:
             return pipe.execute()
         except self._errors as exc:
-            raise UpstashError(f"Redis request failed: {exc}") from exc
+            raise UpstashError(f"Redis request failed: {type(exc).__name__}: {exc}") from exc
 
     def close(self) -> None:
         self.raw.close()

@@ -136,22 +136,14 @@ _POSITIVE = (
     "drain_batch_size", "drain_concurrency", "drain_poll_interval_ms",
     "drain_poll_max_interval_ms", "rebalance_webhook_timeout_ms",
 )
-_NON_NEGATIVE = ("upstash_retries", "drain_idle_exit_ms", "drain_safety_margin_ms", "sim_latency_ms")
+_NON_NEGATIVE = (
+    "upstash_retries", "drain_idle_exit_ms", "drain_safety_margin_ms", "sim_latency_ms",
+)
 
 
 def _check(v: dict[str, Any]) -> dict[str, str]:
     """Cross-field and range rules; returns {VARIABLE: reason}."""
-    problems: dict[str, str] = {}
-    url = v.get("upstash_redis_rest_url", "")
-    if not url:
-        problems["UPSTASH_REDIS_REST_URL"] = "is required"
-    elif urlparse(url).scheme not in ("http", "https") or not urlparse(url).netloc:
-        problems["UPSTASH_REDIS_REST_URL"] = "must be an http(s) URL"
-    if not v.get("upstash_redis_rest_token"):
-        problems["UPSTASH_REDIS_REST_TOKEN"] = "is required"
-    redis_url = v.get("redis_url", "")
-    if redis_url and urlparse(redis_url).scheme not in ("redis", "rediss", "unix"):
-        problems["REDIS_URL"] = "must be a redis://, rediss:// or unix:// URL"
+    problems = _check_connection(v)
     for name in _POSITIVE:
         if name in v and v[name] <= 0:
             problems[name.upper()] = "must be greater than 0"
@@ -166,6 +158,21 @@ def _check(v: dict[str, Any]) -> dict[str, str]:
         problems["RETRY_MAX_DELAY_MS"] = "must be at least RETRY_BASE_DELAY_MS"
     if ":" not in v.get("rebalance_processor", "m:f"):
         problems["REBALANCE_PROCESSOR"] = "must look like module:function"
+    return problems
+
+
+def _check_connection(v: dict[str, Any]) -> dict[str, str]:
+    problems: dict[str, str] = {}
+    url = v.get("upstash_redis_rest_url", "")
+    if not url:
+        problems["UPSTASH_REDIS_REST_URL"] = "is required"
+    elif urlparse(url).scheme not in ("http", "https") or not urlparse(url).netloc:
+        problems["UPSTASH_REDIS_REST_URL"] = "must be an http(s) URL"
+    if not v.get("upstash_redis_rest_token"):
+        problems["UPSTASH_REDIS_REST_TOKEN"] = "is required"
+    redis_url = v.get("redis_url", "")
+    if redis_url and urlparse(redis_url).scheme not in ("redis", "rediss", "unix"):
+        problems["REDIS_URL"] = "must be a redis://, rediss:// or unix:// URL"
     return problems
 
 

@@ -1,0 +1,83 @@
+"""The webhook processor: POST the job to `REBALANCE_WEBHOOK_URL`, signed.
+
+Request: JSON `{"jobId", "userId", "publicKey", "payload", "attempt"}` with headers
+`X-Rebalance-Timestamp: <unix seconds>`, `X-Signature: sha256=<hex HMAC-SHA256 of
+"<timestamp>.<body>" keyed with REBALANCE_WEBHOOK_SECRET>` (the receiver recomputes it and
+rejects stale timestamps to stop replays) and `Idempotency-Key: <jobId>` (deliveries are at
+least once). Answers: 2xx done (a JSON object body becomes the job's `result`); 408, 429
+and 5xx retried; any other 4xx is permanent (dead-lettered now); a timeout
+(`REBALANCE_WEBHOOK_TIMEOUT_MS`, keep it inside `JOB_LEASE_SECONDS`) or a network error is
+retried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+import httpx
+
+from core.errors import ConfigError, PermanentJobError
+from core.jobs import Job
+from core.settings import Settings, get_settings
+
+RETRYABLE_4XX = frozenset({408, 425, 429})
+
+
+class WebhookRetryableError(RuntimeError):
+    """The endpoint failed in a way that may pass later (5xx, 408, 429, timeout)."""
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + digest.hexdigest()
+
+
+def build_request(job: Job, secret: str, now_s: int | None = None) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps({"jobId": job.id, "userId": job.user_id, "publicKey": job.public_key,
+                       "payload": job.payload, "attempt": job.attempts},
+                      separators=(",", ":")).encode()
+    timestamp = str(int(time.time()) if now_s is None else now_s)
+    headers = {"Content-Type": "application/json", "X-Rebalance-Timestamp": timestamp,
+               "X-Signature": sign(secret, timestamp, body), "Idempotency-Key": job.id}
+    return body, headers
+
+
+def check_config(settings: Settings) -> None:
+    """Called when the processor is loaded: a missing URL or secret stops the start."""
+    problems = {}
+    if not settings.rebalance_webhook_url.startswith(("http://", "https://")):
+        problems["REBALANCE_WEBHOOK_URL"] = "the webhook processor needs an http(s) URL"
+    if not settings.rebalance_webhook_secret:
+        problems["REBALANCE_WEBHOOK_SECRET"] = "the webhook processor needs a signing secret"
+    if problems:
+        raise ConfigError(problems)
+
+
+async def process(job: Job) -> Any:
+    settings = get_settings()
+    body, headers = build_request(job, settings.rebalance_webhook_secret)
+    timeout = settings.rebalance_webhook_timeout_ms / 1000
+    try:
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            response = await client.post(settings.rebalance_webhook_url, content=body,
+                                         headers=headers)
+    except httpx.HTTPError as exc:
+        raise WebhookRetryableError(f"webhook unreachable: {type(exc).__name__}") from exc
+    return _classify(response)
+
+
+def _classify(response: httpx.Response) -> Any:
+    status = response.status_code
+    if 200 <= status < 300:
+        try:
+            data = response.json()
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+    if status >= 500 or status in RETRYABLE_4XX:
+        raise WebhookRetryableError(f"webhook answered {status}")
+    raise PermanentJobError(f"webhook rejected the job with {status}")

@@ -1,0 +1,267 @@
+"""A reliable queue on Redis lists, for any queue name: at-least-once, leased, never lost.
+
+Keys (see `core.keys`): the list `<queue>` (LPUSH in, RPOP out: FIFO), the zset
+`<queue>:schedule` (job id -> when it must come back: lease deadline or retry time, plus a
+`~queue` member while the list may hold jobs), the hashes `<queue>:leased` and
+`<queue>:delayed` (job id -> job JSON), the capped list `<queue>:dead`.
+
+A consumer `claim`s a batch (one script: due work goes back to the queue, the batch moves to
+`leased` with a lease) and `ack`s it (one script: every job ends ok / retry / dead /
+release, its status record and the metrics move in the same script). A consumer killed at
+any line leaves its jobs leased; the next claim after the lease expires hands them out
+again. An ack is fenced by the delivery count it was claimed with, so a late ack of an
+expired lease changes nothing, and no job is ever counted twice as succeeded.
+
+`has_due_work` is the drain's idle check: a single `ZRANGE` on the schedule, one billed
+command, that sees queued jobs, expired leases and due retries alike.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from core import keys
+from core.jobs import Job, JobStatus, dumps, new_job_id, now_ms
+from core.redis import RedisClient, Script
+from core.settings import Settings
+
+OutcomeKind = Literal["ok", "retry", "dead", "release"]
+
+_PRELUDE = ("_metrics.lua", "_queue.lua")
+ENQUEUE = Script("enqueue.lua", prelude=_PRELUDE)
+CLAIM = Script("claim.lua", prelude=_PRELUDE)
+ACK = Script("ack.lua", prelude=_PRELUDE)
+REPLAY = Script("replay.lua", prelude=_PRELUDE)
+PURGE = Script("purge.lua")
+
+REQUEUE_SCAN_LIMIT = 1000  # due entries moved per claim; the rest wait for the next claim
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    """How long a lease lasts, how often a job is tried, how retries back off."""
+
+    lease_ms: int = 60_000
+    max_attempts: int = 5
+    retry_base_ms: int = 1000
+    retry_max_ms: int = 60_000
+    job_ttl_s: int = keys.JOB_TTL_S
+    metrics_ttl_s: int = keys.METRICS_TTL_S
+    dead_cap: int = 10_000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QueuePolicy:
+        return cls(
+            lease_ms=settings.job_lease_seconds * 1000,
+            max_attempts=settings.job_max_attempts,
+            retry_base_ms=settings.retry_base_delay_ms,
+            retry_max_ms=settings.retry_max_delay_ms,
+            job_ttl_s=settings.job_ttl_s,
+        )
+
+
+@dataclass
+class Claim:
+    jobs: list[Job]
+    requeued: int = 0
+    dead: int = 0
+
+
+@dataclass
+class Outcome:
+    """How one delivery ended. `ms` is the processor's execution time, when it ran."""
+
+    job: Job
+    kind: OutcomeKind
+    ms: float | None = None
+    result: Any = None
+    error: str | None = None
+    stack: str | None = None
+
+
+@dataclass
+class AckResult:
+    acked: int
+    stale: int
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def backoff_ms(
+    attempt: int, base_ms: int, max_ms: int, rng: Callable[[], float] = random.random
+) -> int:
+    """Delay before delivery `attempt + 1`: exponential, with jitter, within [base, max].
+
+    The ceiling doubles per attempt (base, 2 base, 4 base, ... capped at max); the delay is
+    drawn uniformly between base and that ceiling, so retries of many jobs spread out.
+    """
+    ceiling = min(max_ms, base_ms * 2 ** max(0, attempt - 1))
+    return int(base_ms + (ceiling - base_ms) * rng())
+
+
+def enqueue(
+    client: RedisClient,
+    queue: str,
+    data: Any,
+    *,
+    user_id: str = "",
+    public_key: str = "",
+    job_id: str | None = None,
+    now: int | None = None,
+    policy: QueuePolicy | None = None,
+) -> str:
+    """Add `data` (any JSON value) to `queue`; returns the new job id. One round trip."""
+    now = now_ms() if now is None else now
+    job = Job(id=job_id or new_job_id(), payload=data, user_id=user_id, public_key=public_key,
+              created_at=now, enqueued_at=now, queue=keys.queue_key(queue))
+    record = status_record(job, JobStatus.QUEUED, now)
+    ttl = (policy or QueuePolicy()).job_ttl_s
+    ENQUEUE(client, [keys.queue_key(queue), keys.schedule_key(queue), keys.job_key(job.id)],
+            [job.to_json(), record, ttl, now])
+    return job.id
+
+
+def has_due_work(client: RedisClient, queue: str, now: int | None = None) -> bool:
+    """True when a claim would find something: queued jobs, expired leases, due retries."""
+    now = now_ms() if now is None else now
+    schedule = keys.schedule_key(queue)
+    hit = client.execute(["ZRANGE", schedule, "-inf", now, "BYSCORE", "LIMIT", 0, 1])
+    return bool(hit)
+
+
+def claim(
+    client: RedisClient, queue: str, batch: int, policy: QueuePolicy, now: int | None = None
+) -> Claim:
+    """Lease up to `batch` jobs (oldest first) after returning due work to the queue."""
+    now = now_ms() if now is None else now
+    today = keys.day(now)
+    leased, requeued, dead = CLAIM(
+        client,
+        [keys.queue_key(queue), keys.schedule_key(queue), keys.leased_key(queue),
+         keys.delayed_key(queue), keys.dead_key(queue), keys.TOTALS,
+         keys.counter_key(today, keys.FAILED), keys.counter_key(today, keys.DEAD)],
+        [now, batch, policy.lease_ms, policy.max_attempts, keys.JOB_KEY_PREFIX,
+         keys.FAILED_KEY_PREFIX, policy.job_ttl_s, policy.metrics_ttl_s, policy.dead_cap,
+         REQUEUE_SCAN_LIMIT],
+    )
+    return Claim([Job.from_json(raw) for raw in leased or []], int(requeued), int(dead))
+
+
+def ack(
+    client: RedisClient,
+    queue: str,
+    outcomes: Sequence[Outcome],
+    policy: QueuePolicy,
+    now: int | None = None,
+    rng: Callable[[], float] = random.random,
+) -> AckResult:
+    """Settle a claimed batch in one round trip; outcomes of expired leases are ignored."""
+    if not outcomes:
+        return AckResult(0, 0)
+    now = now_ms() if now is None else now
+    today = keys.day(now)
+    key_list = [
+        keys.schedule_key(queue), keys.leased_key(queue), keys.delayed_key(queue),
+        keys.dead_key(queue), keys.queue_key(queue), keys.TOTALS,
+        *(keys.counter_key(today, name)
+          for name in (keys.SUCCEEDED, keys.FAILED, keys.RETRIED, keys.DEAD)),
+        keys.exec_times_key(today), keys.exec_times_key(),
+    ]
+    args: list[Any] = [now, policy.job_ttl_s, policy.metrics_ttl_s, policy.dead_cap]
+    for outcome in outcomes:
+        key_list += [keys.job_key(outcome.job.id), keys.failed_key(outcome.job.id)]
+        args += _ack_args(outcome, policy, now, rng)
+    acked, stale, *tally = ACK(client, key_list, args)
+    counts = dict(zip(("ok", "retry", "dead", "release"), map(int, tally), strict=True))
+    return AckResult(int(acked), int(stale), counts)
+
+
+def _ack_args(
+    outcome: Outcome, policy: QueuePolicy, now: int, rng: Callable[[], float]
+) -> list[Any]:
+    job = outcome.job
+    ms = "" if outcome.ms is None else f"{outcome.ms:.3f}"
+    body = record = due = failure = ""
+    if outcome.kind == "ok":
+        record = status_record(job, JobStatus.SUCCEEDED, now, result=outcome.result)
+    elif outcome.kind == "retry":
+        body = job.to_json(last_error=outcome.error, claimed_at=None)
+        due = str(now + backoff_ms(job.attempts, policy.retry_base_ms, policy.retry_max_ms, rng))
+        record = status_record(job, JobStatus.RETRYING, now, error=outcome.error)
+        failure = failure_record(job, outcome, now)
+    elif outcome.kind == "dead":
+        body = job.to_json(last_error=outcome.error, claimed_at=None, dead_at=now)
+        record = status_record(job, JobStatus.DEAD, now, error=outcome.error)
+        failure = failure_record(job, outcome, now)
+    else:  # release: never started, so this delivery does not count
+        body = job.to_json(attempts=job.attempts - 1, claimed_at=None)
+    return [job.id, job.attempts, outcome.kind, ms, record, body, due, failure]
+
+
+def status_record(
+    job: Job, status: JobStatus, now: int, *, error: str | None = None, result: Any = None
+) -> str:
+    """The JSON stored at `agent:rebalance:job:<id>` (see `core.jobs`)."""
+    record = {"id": job.id, "user_id": job.user_id, "status": str(status),
+              "attempts": job.attempts, "created_at": job.created_at, "updated_at": now}
+    if error:
+        record["last_error"] = error
+    if result is not None and result is not True:
+        record["result"] = result
+    return dumps(record)
+
+
+def failure_record(job: Job, outcome: Outcome, now: int) -> str:
+    """The failure record: error, stack, context, payload (`metrics:…:failed:<id>`, 7 d)."""
+    return dumps({
+        "job_id": job.id, "error": outcome.error or "", "stack": outcome.stack or "",
+        "failed_at": now, "payload": job.payload,
+        "context": {"attempts": job.attempts, "queue": job.queue, "user_id": job.user_id,
+                    "outcome": outcome.kind},
+    })
+
+
+def list_dead(client: RedisClient, queue: str, limit: int = 100) -> list[Job]:
+    """The newest `limit` dead jobs, newest first."""
+    raw = client.execute(["LRANGE", keys.dead_key(queue), 0, max(0, limit - 1)])
+    return [Job.from_json(item) for item in raw or []]
+
+
+def replay(
+    client: RedisClient, queue: str, job_ids: Sequence[str] = (), *, all_jobs: bool = False,
+    policy: QueuePolicy | None = None, now: int | None = None,
+) -> list[str]:
+    """Put dead jobs back as `queued` with attempts reset; returns the ids replayed."""
+    now = now_ms() if now is None else now
+    ttl = (policy or QueuePolicy()).job_ttl_s
+    replayed = REPLAY(
+        client, [keys.dead_key(queue), keys.queue_key(queue), keys.schedule_key(queue)],
+        [now, keys.JOB_KEY_PREFIX, ttl, "1" if all_jobs else "0", *job_ids],
+    )
+    return list(replayed or [])
+
+
+def purge(client: RedisClient, queue: str) -> int:
+    """Drop every dead job; returns how many."""
+    return int(PURGE(client, [keys.dead_key(queue)]))
+
+
+def depth(client: RedisClient, queue: str) -> dict[str, int]:
+    """Queued, leased, delayed and dead counts, in one round trip."""
+    queued, leased, delayed, dead = client.pipeline([
+        ["LLEN", keys.queue_key(queue)], ["HLEN", keys.leased_key(queue)],
+        ["HLEN", keys.delayed_key(queue)], ["LLEN", keys.dead_key(queue)],
+    ])
+    return {"queued": int(queued), "leased": int(leased), "delayed": int(delayed),
+            "dead": int(dead)}
+
+
+def decode_result(value: Any) -> Any:
+    """A processor's return value as stored: dicts and lists pass, the rest is dropped."""
+    return value if isinstance(value, dict | list) else None
+
+
+__all__ = ["AckResult", "Claim", "Outcome", "QueuePolicy", "ack", "backoff_ms", "claim",
+           "depth", "enqueue", "has_due_work", "list_dead", "purge", "replay"]

@@ -1,0 +1,37 @@
+"""The scheduled drain Lambda (EventBridge, every minute): `handler(event, context)`.
+
+Settings, the Redis client and the processor are built once per cold start; a bad
+`REBALANCE_PROCESSOR` fails the first invocation with a `ConfigError` naming it, before any
+job is claimed. The invocation runs until the Lambda's remaining time, less
+`DRAIN_SAFETY_MARGIN_MS`, and returns the drain summary.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from core.drain import DrainOptions, drain
+from core.log import bind, configure
+from core.processors import Processor, load_processor
+from core.queue import QueuePolicy
+from core.redis import get_client
+from core.settings import get_settings
+
+
+@lru_cache(maxsize=1)
+def _processor(spec: str) -> Processor:
+    return load_processor(spec)
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    settings = get_settings()
+    configure(settings.log_level)
+    processor = _processor(settings.rebalance_processor)
+    with bind(request_id=getattr(context, "aws_request_id", None), source="drain"):
+        summary = drain(
+            get_client(), processor, context.get_remaining_time_in_millis,
+            policy=QueuePolicy.from_settings(settings),
+            options=DrainOptions.from_settings(settings),
+        )
+    return summary.as_dict()
