@@ -1,9 +1,19 @@
 """Structured JSON logs, one object per line, carrying the request id and job id in context.
 
-`event(logger, "job.acked", job_id=..., ms=...)` writes `{"level", "logger", "event", ...}`
-plus whatever `bind()` put in context (the request id of the invocation, the job id). Values
-that look like secrets are never written: keys named like tokens or secrets are masked, and
-so is any value equal to a configured secret (see `core.log.redact`).
+`event(logger, "job.acked", job_id=..., ms=...)` writes `{"time", "level", "logger", "event",
+...}` plus whatever `bind()` put in context (the request id of the invocation, the job id).
+
+Secrets never reach a line. Three nets, applied to the whole rendered line:
+- fields (at any depth) named like a credential (`token`, `secret`, `authorization`, ...)
+  are masked;
+- bearer tokens and JWT-shaped strings are masked wherever they appear, free text included;
+- the values of the secret settings (`UPSTASH_REDIS_REST_TOKEN`, `AUTH_JWT_SECRET`,
+  `METRICS_SCRAPE_TOKEN`, `REBALANCE_WEBHOOK_SECRET`, the password in `REDIS_URL`), read from
+  the environment at each line, and any value given to `register_secrets`, are replaced.
+
+Inside AWS Lambda the runtime has already installed a handler on the root logger, which
+writes to CloudWatch with its own framing: `configure` gives that handler our formatter
+instead of adding a second one, so every record is written once.
 """
 
 from __future__ import annotations
@@ -11,13 +21,25 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
+import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from datetime import UTC, datetime
+from typing import IO, Any
+from urllib.parse import urlparse
 
 _context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("log_context")
-_SECRET_WORDS = ("token", "secret", "password", "authorization", "signature")
+_SECRET_WORDS = ("token", "secret", "password", "authorization", "signature", "api_key",
+                 "apikey", "cookie", "credential")
+# Variables whose values are secrets (the `repr=False` fields of `core.settings.Settings`).
+SECRET_VARIABLES = ("UPSTASH_REDIS_REST_TOKEN", "AUTH_JWT_SECRET", "METRICS_SCRAPE_TOKEN",
+                    "REBALANCE_WEBHOOK_SECRET")
+_BEARER = re.compile(r"(?i)\b(bearer)(\s+|%20)[A-Za-z0-9._~+/=-]{12,}")
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_MIN_SECRET = 4  # shorter values would mask ordinary words
+MASK = "***"
 _secrets: set[str] = set()
 
 
@@ -27,14 +49,41 @@ def get_logger(name: str) -> logging.Logger:
 
 def register_secrets(*values: str) -> None:
     """Values that must never appear in a log line (tokens, signing secrets)."""
-    _secrets.update(v for v in values if v and len(v) >= 4)
+    _secrets.update(v for v in values if v and len(v) >= _MIN_SECRET)
+
+
+def _environment_secrets() -> set[str]:
+    found = {os.environ.get(name, "") for name in SECRET_VARIABLES}
+    redis_url = os.environ.get("REDIS_URL", "")
+    if redis_url:
+        found |= {redis_url, urlparse(redis_url).password or ""}
+    return {s for s in found if len(s) >= _MIN_SECRET}
 
 
 def redact(text: str) -> str:
-    for secret in _secrets:
+    """`text` with every known secret, bearer token and JWT replaced by `***`."""
+    for secret in sorted(_secrets | _environment_secrets(), key=len, reverse=True):
         if secret in text:
-            text = text.replace(secret, "***")
-    return text
+            text = text.replace(secret, MASK)
+        escaped = json.dumps(secret, ensure_ascii=False)[1:-1]  # as it appears inside JSON
+        if escaped != secret and escaped in text:
+            text = text.replace(escaped, MASK)
+    text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
+    return _JWT.sub(MASK, text)
+
+
+def _mask(value: Any) -> Any:
+    """Mask credential-named fields in nested dicts and lists."""
+    if isinstance(value, Mapping):
+        return {k: MASK if _is_secret_name(k) else _mask(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask(v) for v in value]
+    return value
+
+
+def _is_secret_name(key: Any) -> bool:
+    lowered = str(key).lower()
+    return any(word in lowered for word in _SECRET_WORDS)
 
 
 @contextmanager
@@ -48,34 +97,46 @@ def bind(**fields: Any) -> Iterator[None]:
 
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log the event `name` with structured `fields`."""
     if logger.isEnabledFor(level):
         logger.log(level, name, extra={"fields": fields})
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per record, redacted as a whole."""
+
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "event": record.getMessage(),
             **_context.get({}),
+            **getattr(record, "fields", {}),
         }
-        for key, value in getattr(record, "fields", {}).items():
-            lowered = key.lower()
-            data[key] = "***" if any(w in lowered for w in _SECRET_WORDS) else value
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
-        return redact(json.dumps(data, default=str, ensure_ascii=False))
+        return redact(json.dumps(_mask(data), default=str, ensure_ascii=False))
 
 
-def configure(level: str = "INFO") -> None:
-    """Send JSON lines to stderr; idempotent, called by entry points, never at import."""
+def _in_lambda() -> bool:
+    return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+                and os.environ.get("AWS_LAMBDA_RUNTIME_API"))
+
+
+def configure(level: str = "INFO", *, stream: IO[str] | None = None) -> None:
+    """JSON lines on stderr (or `stream`); idempotent; called by entry points, never at import.
+
+    In Lambda, the runtime's root handler is reused (reformatted), never doubled.
+    """
     root = logging.getLogger()
-    if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
-        root.setLevel(level)
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    root.handlers = [h for h in root.handlers if not isinstance(h, logging.StreamHandler)]
-    root.addHandler(handler)
     root.setLevel(level)
+    if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        return
+    if _in_lambda() and root.handlers:
+        for runtime_handler in root.handlers:
+            runtime_handler.setFormatter(JsonFormatter())
+        return
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)

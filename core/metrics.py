@@ -1,0 +1,419 @@
+"""Metrics: the original system's operations, the JSON summary and the Prometheus export.
+
+Keys it reads and writes (names built in `core.keys`; the submit and ack scripts write the
+same keys through `_metrics.lua`, inside the round trips they already make):
+
+- `metrics:agent:rebalance:counters:<YYYY-MM-DD>:<name>`: daily counters, 7 d;
+- `metrics:agent:rebalance:totals`: hash of all-time counters (fixed fields) for Prometheus;
+- `metrics:agent:rebalance:execution_times[:<YYYY-MM-DD>]`: all-time and daily (7 d)
+  execution-time histograms;
+- `metrics:agent:rebalance:failed:<jobId>`: failure record (JSON), 7 d.
+
+Execution times are a log-bucket histogram (see `_metrics.lua`): field `i` counts times in
+(1.02^(i-1), 1.02^i] ms, `z` times under 1 µs, `sum_us` the exact sum. At most ~1,300 fields
+per day whatever the volume; the bucket midpoint is within 1% of every value in it, so
+p50/p95/p99 by nearest rank are within 1%, and the average is exact to the microsecond.
+
+Reads cost one round trip each: the summary and the Prometheus snapshot are single
+pipelines of read-only commands (safe to resend after a timeout).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import traceback
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from core import keys, rate_limit
+from core.errors import ValidationError
+from core.log import redact
+from core.rate_limit import RateLimit
+from core.redis import RedisClient, Script, get_client
+
+MAX_DAYS = 7
+GAMMA = 1.02
+# Counters that also keep an all-time total (the Prometheus counters); other names, such as
+# the smoke check's scratch counter, stay daily only so the totals hash keeps fixed fields.
+TRACKED = (keys.SUBMITTED, keys.SUCCEEDED, keys.FAILED, keys.RETRIED, keys.DEAD,
+           keys.RATE_LIMIT_BLOCKED)
+_FAILURE_TEXT_LIMIT = 8 * 1024  # a stack trace is useful; a megabyte of one is a cost
+
+_COUNT = Script("metrics_count.lua", prelude=["_metrics.lua"])
+_TIMINGS = Script("metrics_timings.lua", prelude=["_metrics.lua"])
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# --- recording -------------------------------------------------------------------------
+
+
+def increment_counter(
+    name: str, by: int = 1, now_ms: int | None = None, *, client: RedisClient | None = None
+) -> int:
+    """Add `by` to today's (UTC) counter `name`; returns the day's new value. One round trip."""
+    if isinstance(by, bool) or not isinstance(by, int) or by < 1:
+        raise ValidationError("by must be a positive integer")
+    date = keys.day(_now_ms() if now_ms is None else now_ms)
+    key_list = [keys.counter_key(date, name)]
+    if name in TRACKED:
+        key_list.append(keys.TOTALS)
+    result = _COUNT(client or get_client(), key_list, [name, by, keys.METRICS_TTL_S])
+    return int(result)
+
+
+def record_timings(
+    durations_ms: Sequence[float], now_ms: int | None = None, *,
+    client: RedisClient | None = None,
+) -> int:
+    """Add execution times (ms) to today's and the all-time histograms, in one round trip."""
+    if not durations_ms:
+        return 0
+    date = keys.day(_now_ms() if now_ms is None else now_ms)
+    args = [keys.METRICS_TTL_S, *(repr(float(ms)) for ms in durations_ms)]
+    return int(_TIMINGS(client or get_client(),
+                        [keys.exec_times_key(date), keys.exec_times_key()], args))
+
+
+def record_job_timing(
+    job_id: str, start_time_ms: int, now_ms: int | None = None, *,
+    client: RedisClient | None = None,
+) -> float:
+    """Record that job `job_id` ran from `start_time_ms` until now; returns the duration (ms).
+
+    The job id is not stored: a histogram keeps counts, not members, so it stays bounded.
+    """
+    end = _now_ms() if now_ms is None else now_ms
+    duration = max(0.0, float(end - start_time_ms))
+    record_timings([duration], end, client=client)
+    return duration
+
+
+def failure_record(
+    job_id: str, error: BaseException | str, context: Mapping[str, Any] | None = None,
+    payload: Any = None, now_ms: int | None = None,
+) -> str:
+    """The JSON stored under `failed_key(job_id)`: error, stack trace, context, payload.
+
+    Exposed so that a script can write it inside a round trip it already makes. Secrets are
+    redacted from the error text and the stack, which may quote a URL or a header.
+    """
+    if isinstance(error, BaseException):
+        message = f"{type(error).__name__}: {error}"
+        stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    else:
+        message, stack = str(error), ""
+    record = {
+        "jobId": job_id,
+        "error": redact(message)[:_FAILURE_TEXT_LIMIT],
+        "stack": redact(stack)[-_FAILURE_TEXT_LIMIT:],  # the innermost frames matter most
+        "context": dict(context or {}),
+        "payload": payload,
+        "failedAt": _now_ms() if now_ms is None else now_ms,
+    }
+    return json.dumps(record, separators=(",", ":"), default=str, ensure_ascii=False)
+
+
+def record_failed_job(
+    job_id: str, error: BaseException | str, context: Mapping[str, Any] | None = None,
+    payload: Any = None, *, now_ms: int | None = None, client: RedisClient | None = None,
+) -> None:
+    """Store the failure record of `job_id` for 7 days (the latest failure wins)."""
+    value = failure_record(job_id, error, context, payload, now_ms)
+    (client or get_client()).execute(
+        ["SET", keys.failed_key(job_id), value, "EX", keys.METRICS_TTL_S])
+
+
+def get_failed_job(job_id: str, *, client: RedisClient | None = None) -> dict[str, Any] | None:
+    """The failure record of `job_id`, or None once it expired (or never existed)."""
+    raw = (client or get_client()).execute(["GET", keys.failed_key(job_id)])
+    return None if raw is None else json.loads(raw)
+
+
+def check_rate_limit(
+    user_id: str, limit: int = 10, window_s: int = 60, *, now_ms: int | None = None,
+    client: RedisClient | None = None,
+) -> RateLimit:
+    """The submit route's sliding-window limiter, as the original system's operation: records
+    one request of `user_id` if the window has room, counts it as blocked otherwise."""
+    return rate_limit.check_rate_limit(client or get_client(), user_id, limit, window_s, now_ms)
+
+
+# --- histogram math --------------------------------------------------------------------
+
+
+@dataclass
+class Histogram:
+    """A merged log-bucket histogram: bucket index -> count, plus the exact sum."""
+
+    buckets: dict[int, int] = field(default_factory=dict)
+    zero: int = 0  # timings under 1 µs
+    sum_us: int = 0
+
+    @classmethod
+    def merge(cls, hashes: Iterable[Mapping[str, Any]]) -> Histogram:
+        merged = cls()
+        for fields in hashes:
+            for name, raw in fields.items():
+                merged._add(str(name), int(raw))
+        return merged
+
+    def _add(self, name: str, value: int) -> None:
+        if name == "sum_us":
+            self.sum_us += value
+        elif name == "z":
+            self.zero += value
+        else:
+            try:
+                index = int(name)
+            except ValueError:
+                return  # a field this version does not know: ignore rather than fail a read
+            self.buckets[index] = self.buckets.get(index, 0) + value
+
+    @property
+    def count(self) -> int:
+        return self.zero + sum(self.buckets.values())
+
+    def mean_ms(self) -> float:
+        n = self.count
+        return self.sum_us / n / 1000 if n else 0.0
+
+    def percentile_ms(self, p: float) -> float:
+        """Nearest-rank percentile, estimated by its bucket's midpoint (within 1%)."""
+        n = self.count
+        if n == 0:
+            return 0.0
+        rank = max(1, math.ceil(p / 100 * n))
+        seen = self.zero
+        if seen >= rank:
+            return 0.0
+        for index in sorted(self.buckets):
+            seen += self.buckets[index]
+            if seen >= rank:
+                return 2 * GAMMA**index / (1 + GAMMA)
+        return 2 * GAMMA ** max(self.buckets) / (1 + GAMMA)  # unreachable unless counts < 0
+
+    def cumulative(self, bounds_s: Sequence[float]) -> list[tuple[float, int]]:
+        """Counts of timings ≤ each bound (seconds): a fine bucket counts under a bound only
+        when its upper edge is ≤ the bound, so a bucket never claims a value above it."""
+        edges = sorted(self.buckets)
+        out, seen, j = [], self.zero, 0
+        for bound in bounds_s:
+            while j < len(edges) and GAMMA ** edges[j] <= bound * 1000 * (1 + 1e-12):
+                seen += self.buckets[edges[j]]
+                j += 1
+            out.append((bound, seen))
+        return out
+
+
+def _hash(raw: Any) -> dict[str, str]:
+    """HGETALL's answer as a dict: REST returns a flat list, redis-py a dict."""
+    if not raw:
+        return {}
+    if isinstance(raw, Mapping):
+        return {str(k): v for k, v in raw.items()}
+    return {str(raw[i]): raw[i + 1] for i in range(0, len(raw) - 1, 2)}
+
+
+# --- reading ---------------------------------------------------------------------------
+
+_QUEUE = keys.REQUEST_QUEUE
+# Read with every summary and snapshot: depth, in flight, waiting to retry, dead, oldest job.
+_GAUGE_COMMANDS: list[list[str | int]] = [
+    ["LLEN", _QUEUE],
+    ["HLEN", keys.leased_key(_QUEUE)],
+    ["HLEN", keys.delayed_key(_QUEUE)],
+    ["LLEN", keys.dead_key(_QUEUE)],
+    ["LINDEX", _QUEUE, -1],  # LPUSH in, RPOP out: the last element is the oldest
+]
+
+
+@dataclass(frozen=True)
+class Gauges:
+    queue_depth: int
+    in_flight: int
+    retrying: int
+    dead_letters: int
+    oldest_queued_age_s: float
+
+
+def _gauges(results: Sequence[Any], now_ms: int) -> Gauges:
+    depth, leased, delayed, dead, oldest = results
+    return Gauges(int(depth or 0), int(leased or 0), int(delayed or 0), int(dead or 0),
+                  _age_s(oldest, now_ms))
+
+
+def _age_s(job_json: Any, now_ms: int) -> float:
+    """Seconds since the oldest queued job was enqueued; 0 for an empty queue."""
+    if not job_json:
+        return 0.0
+    try:
+        job = json.loads(job_json)
+        enqueued = int(job.get("enqueued_at") or job.get("created_at"))
+    except (ValueError, TypeError, AttributeError):
+        return 0.0  # not one of our jobs (the generic queue API takes any data): no age
+    return max(0, now_ms - enqueued) / 1000
+
+
+_SUMMARY_COUNTERS = TRACKED
+
+
+def get_metrics_summary(
+    days: int = MAX_DAYS, now_ms: int | None = None, *, client: RedisClient | None = None
+) -> dict[str, Any]:
+    """Counters and execution times over the last `days` UTC days (today included), plus the
+    queue's gauges, in one round trip. Times are in milliseconds."""
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_DAYS:
+        raise ValidationError(f"days must be an integer from 1 to {MAX_DAYS}")
+    now = _now_ms() if now_ms is None else now_ms
+    dates = keys.days_back(now, days)
+    counter_keys = [keys.counter_key(d, n) for d in dates for n in _SUMMARY_COUNTERS]
+    commands: list[list[str | int]] = [["MGET", *counter_keys]]
+    commands += [["HGETALL", keys.exec_times_key(d)] for d in dates]
+    commands += _GAUGE_COMMANDS
+    results = (client or get_client()).pipeline(commands)
+    counts = _sum_counters(results[0], len(_SUMMARY_COUNTERS))
+    times = Histogram.merge(_hash(raw) for raw in results[1:1 + days])
+    return _summary(days, now, counts, times, _gauges(results[1 + days:], now))
+
+
+def _sum_counters(values: Sequence[Any], width: int) -> dict[str, int]:
+    totals = dict.fromkeys(_SUMMARY_COUNTERS, 0)
+    for i, raw in enumerate(values):
+        totals[_SUMMARY_COUNTERS[i % width]] += int(raw or 0)
+    return totals
+
+
+def _summary(days: int, now_ms: int, counts: Mapping[str, int], times: Histogram,
+             gauges: Gauges) -> dict[str, Any]:
+    blocked = counts[keys.RATE_LIMIT_BLOCKED]
+    return {
+        "days": days,
+        "generatedAt": now_ms,
+        "totalJobs": counts[keys.SUBMITTED],
+        "failedJobs": counts[keys.FAILED],
+        "avgExecutionTime": _ms(times.mean_ms()),
+        "p95ExecutionTime": _ms(times.percentile_ms(95)),
+        # Every submit that passes the limiter is a hit, accepted (a job) or blocked.
+        "rateLimit": {"hits": counts[keys.SUBMITTED] + blocked, "blocked": blocked},
+        "succeededJobs": counts[keys.SUCCEEDED],
+        "retriedJobs": counts[keys.RETRIED],
+        "deadJobs": counts[keys.DEAD],
+        "executions": times.count,
+        "p50ExecutionTime": _ms(times.percentile_ms(50)),
+        "p99ExecutionTime": _ms(times.percentile_ms(99)),
+        "queueDepth": gauges.queue_depth,
+        "inFlight": gauges.in_flight,
+        "retryingJobs": gauges.retrying,
+        "deadLetterDepth": gauges.dead_letters,
+        "oldestQueuedAgeSeconds": round(gauges.oldest_queued_age_s, 3),
+    }
+
+
+def _ms(value: float) -> float:
+    return round(value, 3)
+
+
+@dataclass(frozen=True)
+class PrometheusSnapshot:
+    """What the Prometheus endpoint exports, read in one round trip."""
+
+    totals: dict[str, int]
+    times: Histogram
+    gauges: Gauges
+
+
+def get_prometheus_snapshot(
+    now_ms: int | None = None, *, client: RedisClient | None = None
+) -> PrometheusSnapshot:
+    """All-time totals, the all-time histogram and the gauges: one pipeline."""
+    now = _now_ms() if now_ms is None else now_ms
+    commands: list[list[str | int]] = [["HGETALL", keys.TOTALS], ["HGETALL", keys.exec_times_key()]]
+    results = (client or get_client()).pipeline(commands + _GAUGE_COMMANDS)
+    raw_totals = _hash(results[0])
+    totals = {name: int(raw_totals.get(name) or 0) for name in TRACKED}
+    return PrometheusSnapshot(totals, Histogram.merge([_hash(results[1])]),
+                              _gauges(results[2:], now))
+
+
+# --- Prometheus ------------------------------------------------------------------------
+
+PREFIX = "agent_rebalance_"
+# Standard buckets (seconds) derived from the fine log buckets: a drained job runs from
+# milliseconds (a no-op) to the webhook timeout and beyond.
+DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                      60.0, 120.0, 300.0)
+# exported counter name (without `_total`) -> totals field, help text
+COUNTERS = {
+    "jobs_submitted": (keys.SUBMITTED, "Rebalance jobs accepted and queued."),
+    "jobs_succeeded": (keys.SUCCEEDED, "Job executions that succeeded."),
+    "jobs_failed": (keys.FAILED, "Job executions that ended in an error (retried or dead)."),
+    "jobs_retried": (keys.RETRIED, "Failed executions scheduled for another attempt."),
+    "jobs_dead": (keys.DEAD, "Jobs moved to the dead-letter queue."),
+    "rate_limit_blocked": (keys.RATE_LIMIT_BLOCKED, "Submits refused by the rate limiter."),
+}
+GAUGES = {
+    "queue_depth": ("queue_depth", "Jobs waiting in the queue."),
+    "jobs_in_flight": ("in_flight", "Jobs claimed by a drain and not yet acknowledged."),
+    "jobs_retrying": ("retrying", "Jobs waiting for their retry time."),
+    "dead_letter_depth": ("dead_letters", "Jobs in the dead-letter queue."),
+    "oldest_queued_age_seconds": ("oldest_queued_age_s", "Age of the oldest queued job."),
+}
+HISTOGRAM = "job_duration_seconds"
+
+
+def exported_names() -> set[str]:
+    """Every sample name the Prometheus endpoint writes (the dashboard's and rules' contract)."""
+    names = {f"{PREFIX}{n}_total" for n in (*COUNTERS, "rate_limit_hits")}
+    names |= {PREFIX + n for n in GAUGES}
+    names |= {f"{PREFIX}{HISTOGRAM}_{s}" for s in ("bucket", "sum", "count")}
+    return names
+
+
+class _SnapshotCollector:
+    """A prometheus_client collector over one snapshot: the registry asks, we answer."""
+
+    def __init__(self, snapshot: PrometheusSnapshot) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        totals, times = self.snapshot.totals, self.snapshot.times
+        for name, (field_name, doc) in COUNTERS.items():
+            yield CounterMetricFamily(PREFIX + name, doc, value=totals[field_name])
+        hits = totals[keys.SUBMITTED] + totals[keys.RATE_LIMIT_BLOCKED]
+        yield CounterMetricFamily(PREFIX + "rate_limit_hits",
+                                  "Submits seen by the rate limiter (accepted or blocked).",
+                                  value=hits)
+        for name, (attr, doc) in GAUGES.items():
+            yield GaugeMetricFamily(PREFIX + name, doc, value=getattr(self.snapshot.gauges, attr))
+        buckets = [(_le(b), float(n)) for b, n in times.cumulative(DURATION_BUCKETS_S)]
+        buckets.append(("+Inf", float(times.count)))
+        yield HistogramMetricFamily(PREFIX + HISTOGRAM, "Execution time of drained jobs.",
+                                    buckets=buckets, sum_value=times.sum_us / 1e6)
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
+def render_prometheus(snapshot: PrometheusSnapshot) -> bytes:
+    """The snapshot in the Prometheus text format 0.0.4 (`CONTENT_TYPE`)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_SnapshotCollector(snapshot))  # type: ignore[arg-type]
+    return generate_latest(registry)
+
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -1,0 +1,134 @@
+"""core.log: JSON lines with context, secrets never written, one line per record in Lambda."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from core import log
+from core.settings import Settings
+
+UPSTASH_TOKEN = "AXrtAAIjcDE2ZjYzupstash-token-value"
+WEBHOOK_SECRET = "whsec_5f2b9c1d-the-webhook-signing-secret"
+SCRAPE = "scrape-token-4f1e2d3c"
+JWT = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1c2VyLTEiLCJwdWJsaWNLZXkiOiJrIn0"
+       ".c2lnbmF0dXJlLWJ5dGVzLWhlcmU")
+
+
+@pytest.fixture
+def lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """A root logger writing our JSON into a buffer, with the secrets in the environment."""
+    for name, value in {"UPSTASH_REDIS_REST_TOKEN": UPSTASH_TOKEN,
+                        "REBALANCE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+                        "METRICS_SCRAPE_TOKEN": SCRAPE,
+                        "REDIS_URL": "redis://default:valkey-pass-123@127.0.0.1:6379"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_LAMBDA_RUNTIME_API", raising=False)
+    root = logging.getLogger()
+    saved, level = root.handlers[:], root.level
+    root.handlers = []
+    buffer = io.StringIO()
+    log.configure("DEBUG", stream=buffer)
+    yield buffer
+    root.handlers, root.level = saved, level
+
+
+def records(buffer: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in buffer.getvalue().splitlines()]
+
+
+def test_event_is_one_json_line_with_bound_request_and_job_ids(lines: io.StringIO) -> None:
+    """Bound context (request id, job id) and fields land in one JSON object."""
+    with log.bind(request_id="req-1"), log.bind(job_id="job-9"):
+        log.event(log.get_logger("core.drain"), "job.acked", ms=12.5)
+    (record,) = records(lines)
+    assert record["event"] == "job.acked" and record["level"] == "INFO"
+    assert record["request_id"] == "req-1" and record["job_id"] == "job-9"
+    assert record["ms"] == 12.5 and record["logger"] == "core.drain" and "time" in record
+
+
+def test_secrets_never_reach_a_log_line(lines: io.StringIO) -> None:
+    """Bearer tokens, the Upstash token, the webhook secret, the scrape token and the Redis
+    password are masked in fields, nested headers, free text and tracebacks."""
+    logger = log.get_logger("test")
+    log.event(logger, "http.request", headers={"Authorization": f"Bearer {JWT}",
+                                               "x-upstash": UPSTASH_TOKEN})
+    log.event(logger, "webhook.sent", url="https://hooks.example/x", signing=WEBHOOK_SECRET,
+              note=f"sig key {WEBHOOK_SECRET}; upstream said Bearer {UPSTASH_TOKEN}")
+    logger.warning("scrape with %s failed for %s", f"Bearer {SCRAPE}", JWT)
+    logger.info("tcp redis at redis://default:valkey-pass-123@127.0.0.1:6379")
+    log.event(logger, "cfg", upstash_redis_rest_token=UPSTASH_TOKEN, token=JWT,
+              quoted=f'say "{WEBHOOK_SECRET}"')
+    try:
+        raise RuntimeError(f"POST failed, Authorization: Bearer {JWT} secret {WEBHOOK_SECRET}")
+    except RuntimeError:
+        logger.exception("processor crashed")
+    text = lines.getvalue()
+    assert len(text.splitlines()) == 6
+    for secret in (JWT, UPSTASH_TOKEN, WEBHOOK_SECRET, SCRAPE, "valkey-pass-123",
+                   JWT.split(".")[2]):
+        assert secret not in text
+    assert "***" in text and "processor crashed" in text and "Traceback" in text
+
+
+def test_registered_secrets_and_settings_repr_are_masked(lines: io.StringIO) -> None:
+    """A secret known only to the code (not the environment) is masked once registered; the
+    settings' repr never shows a secret field."""
+    log.register_secrets("ssm-loaded-secret-value")
+    settings = Settings(upstash_redis_rest_url="https://x", upstash_redis_rest_token="tok-abcdef",
+                        rebalance_webhook_secret="whsec-abcdef")
+    log.get_logger("test").info("loaded %s and %r", "ssm-loaded-secret-value", settings)
+    text = lines.getvalue()
+    assert "ssm-loaded-secret-value" not in text
+    assert "tok-abcdef" not in text and "whsec-abcdef" not in text
+
+
+def test_ordinary_words_survive(lines: io.StringIO) -> None:
+    """Redaction masks credentials, not the words around them."""
+    log.get_logger("test").info("missing bearer token")
+    assert records(lines)[0]["event"] == "missing bearer token"
+
+
+class LambdaLoggerHandler(logging.Handler):
+    """Stands in for the handler the Lambda Python runtime puts on the root logger."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def test_in_lambda_the_runtime_handler_is_reused_not_doubled(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under the Lambda runtime every record is written once, as our redacted JSON."""
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "agent-rebalance-dev-drain")
+    monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")
+    monkeypatch.setenv("UPSTASH_REDIS_REST_TOKEN", UPSTASH_TOKEN)
+    root = logging.getLogger()
+    saved, level = root.handlers[:], root.level
+    runtime = LambdaLoggerHandler()
+    root.handlers = [runtime]
+    try:
+        log.configure()
+        log.configure()  # a warm invocation configures again: still one handler
+        log.event(log.get_logger("handlers.drain"), "drain.done", token=UPSTASH_TOKEN)
+        assert root.handlers == [runtime]
+    finally:
+        root.handlers, root.level = saved, level
+    (line,) = runtime.lines
+    assert json.loads(line)["event"] == "drain.done" and UPSTASH_TOKEN not in line
+    assert capsys.readouterr().err == ""
+
+
+def test_configure_is_idempotent_outside_lambda(lines: io.StringIO) -> None:
+    """Calling `configure` again adds no second handler."""
+    before = logging.getLogger().handlers[:]
+    log.configure("INFO")
+    assert logging.getLogger().handlers == before
