@@ -14,6 +14,7 @@ SDK's quirks:
 from __future__ import annotations
 
 import hashlib
+import socket
 import time
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -33,6 +34,9 @@ READ_ONLY = frozenset(
      "ZCARD", "ZCOUNT", "ZSCORE", "ZRANGEBYSCORE", "EXISTS", "TTL", "PTTL", "TYPE", "PING",
      "ECHO", "SCAN", "INFO", "EVALSHA_RO", "EVAL_RO", "SCRIPT"}
 )
+# httpx writes a request's headers and body separately; with Nagle's algorithm on, the body
+# waits for the server's delayed ACK of the headers (40 ms on Linux) on every request.
+NO_DELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 _CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
@@ -75,7 +79,7 @@ class RestClient:
         self._sdk._http._client.close()
         self._sdk._http._client = httpx.Client(
             timeout=httpx.Timeout(timeout_s),
-            transport=transport,
+            transport=transport or httpx.HTTPTransport(socket_options=NO_DELAY),
             event_hooks={"request": [self._count]},
         )
 

@@ -85,7 +85,9 @@ for i, raw in ipairs(popped) do
   local ok, job = pcall(cjson.decode, raw)
   if not ok or type(job) ~= 'table' or type(job.id) ~= 'string' or job.id == '' then
     -- A foreign producer pushed something that is not one of our jobs: wrap it, keep it.
-    job = {id = string.sub(redis.sha1hex(raw .. now .. i), 1, 32), body = raw, attempts = 0,
+    local body = raw
+    if not ok then body = cjson.encode(raw) end
+    job = {id = string.sub(redis.sha1hex(raw .. now .. i), 1, 32), body = body, attempts = 0,
            created_at = now, enqueued_at = now}
   end
   job.attempts = (tonumber(job.attempts) or 0) + 1

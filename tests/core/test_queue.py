@@ -1,0 +1,252 @@
+"""The reliable queue through the real gateway and server: order, leases, fencing, retries."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import valkey
+
+from core import keys, queue
+from core.jobs import Job
+from core.queue import Outcome, QueuePolicy
+from core.redis import RestClient
+from core.settings import Settings
+from tests.billing import billed
+from tests.core.conftest import Q
+
+
+def ok(jobs: list[Job], ms: float = 1.0) -> list[Outcome]:
+    return [Outcome(job, "ok", ms) for job in jobs]
+
+
+def test_single_consumer_gets_jobs_in_fifo_order(rest: RestClient, policy: QueuePolicy) -> None:
+    """Jobs come out in the order they went in, across batch boundaries."""
+    ids = [queue.enqueue(rest, Q, {"n": i}) for i in range(25)]
+    seen: list[str] = []
+    while batch := queue.claim(rest, Q, 10, policy).jobs:
+        seen += [job.id for job in batch]
+        queue.ack(rest, Q, ok(batch), policy)
+    assert seen == ids
+
+
+def test_enqueue_stores_a_queued_record_with_a_day_ttl(
+    rest: RestClient, backend: valkey.Valkey
+) -> None:
+    """The status record exists at once, `queued`, and expires within 24 h."""
+    job_id = queue.enqueue(rest, Q, {"a": 1}, user_id="u")
+    record = json.loads(backend.get(keys.job_key(job_id)))
+    assert record["status"] == "queued" and record["attempts"] == 0
+    assert 0 < backend.ttl(keys.job_key(job_id)) <= 24 * 3600
+
+
+def test_payload_survives_the_round_trip_exactly(rest: RestClient, policy: QueuePolicy) -> None:
+    """Empty lists, long numbers and unicode are not re-encoded by the Lua scripts."""
+    payload = {"empty": [], "obj": {}, "big": 12345678901234567890, "pi": 3.141592653589793,
+               "text": "Grüße ✓ \n", "nested": [[], [1, {"x": []}]]}
+    queue.enqueue(rest, Q, payload)
+    (job,) = queue.claim(rest, Q, 5, policy).jobs
+    assert job.payload == payload
+
+
+def test_a_foreign_producer_job_is_wrapped_not_lost(
+    rest: RestClient, backend: valkey.Valkey, policy: QueuePolicy
+) -> None:
+    """Something LPUSHed by another producer is delivered with its JSON as the payload."""
+    backend.lpush(Q, json.dumps({"legacy": True}))
+    backend.lpush(Q, "not json at all")
+    jobs = queue.claim(rest, Q, 5, policy).jobs
+    assert [job.payload for job in jobs][0] == {"legacy": True}
+    assert len(jobs) == 2 and all(len(job.id) == 32 for job in jobs)
+
+
+def test_has_due_work_sees_queued_jobs_and_nothing_else(
+    rest: RestClient, policy: QueuePolicy
+) -> None:
+    """Empty: no work. Enqueued: work. All leased (lease running): no work."""
+    assert not queue.has_due_work(rest, Q)
+    queue.enqueue(rest, Q, {})
+    assert queue.has_due_work(rest, Q)
+    assert len(queue.claim(rest, Q, 10, policy).jobs) == 1
+    assert not queue.has_due_work(rest, Q)
+
+
+def test_an_expired_lease_is_delivered_again(rest: RestClient) -> None:
+    """A consumer that never acks loses its lease; the next claim gets the job back."""
+    short = QueuePolicy(lease_ms=150, max_attempts=5)
+    job_id = queue.enqueue(rest, Q, {"x": 1})
+    first = queue.claim(rest, Q, 1, short).jobs[0]
+    assert queue.claim(rest, Q, 1, short).jobs == []
+    time.sleep(0.25)
+    assert queue.has_due_work(rest, Q)
+    again = queue.claim(rest, Q, 1, short)
+    assert again.requeued == 1
+    assert [j.id for j in again.jobs] == [job_id] and again.jobs[0].attempts == first.attempts + 1
+    assert "lease expired" in (again.jobs[0].last_error or "")
+
+
+def test_a_late_ack_of_an_expired_lease_changes_nothing(
+    rest: RestClient, backend: valkey.Valkey
+) -> None:
+    """Only the current delivery's ack counts: success is recorded exactly once."""
+    short = QueuePolicy(lease_ms=100, max_attempts=5)
+    queue.enqueue(rest, Q, {})
+    stale = queue.claim(rest, Q, 1, short).jobs
+    time.sleep(0.2)
+    fresh = queue.claim(rest, Q, 1, short).jobs
+    late = queue.ack(rest, Q, ok(stale), short)
+    assert (late.acked, late.stale) == (0, 1)
+    current = queue.ack(rest, Q, ok(fresh), short)
+    assert (current.acked, current.stale) == (1, 0)
+    assert queue.ack(rest, Q, ok(fresh), short).stale == 1
+    assert backend.hget(keys.TOTALS, "succeeded") == "1"
+
+
+def test_retry_waits_for_its_backoff_then_comes_back(
+    rest: RestClient, backend: valkey.Valkey
+) -> None:
+    """A failed delivery is `retrying` with its error and is not claimable before it is due."""
+    slow = QueuePolicy(lease_ms=10_000, max_attempts=5, retry_base_ms=300, retry_max_ms=300)
+    job_id = queue.enqueue(rest, Q, {})
+    job = queue.claim(rest, Q, 1, slow).jobs[0]
+    queue.ack(rest, Q, [Outcome(job, "retry", 2.0, error="ValueError: nope")], slow)
+    record = json.loads(backend.get(keys.job_key(job_id)))
+    assert record["status"] == "retrying" and record["last_error"] == "ValueError: nope"
+    assert queue.claim(rest, Q, 1, slow).jobs == []
+    time.sleep(0.35)
+    (again,) = queue.claim(rest, Q, 1, slow).jobs
+    assert again.id == job_id and again.attempts == 2
+
+
+def test_dead_letter_after_the_last_attempt_with_a_failure_record(
+    rest: RestClient, backend: valkey.Valkey, policy: QueuePolicy
+) -> None:
+    """Every delivery counts; the last failure moves the job to the dead-letter list."""
+    job_id = queue.enqueue(rest, Q, {"p": 1}, user_id="alice")
+    for attempt in range(1, policy.max_attempts + 1):
+        time.sleep(0.01)
+        (job,) = queue.claim(rest, Q, 1, policy).jobs
+        assert job.attempts == attempt
+        kind = "retry" if attempt < policy.max_attempts else "dead"
+        queue.ack(rest, Q, [Outcome(job, kind, 1.0, error=f"boom {attempt}", stack="tb")],
+                  policy)
+    record = json.loads(backend.get(keys.job_key(job_id)))
+    assert record["status"] == "dead" and record["attempts"] == 3
+    failure = json.loads(backend.get(keys.failed_key(job_id)))
+    assert failure["error"] == "boom 3" and failure["stack"] == "tb"
+    assert failure["payload"] == {"p": 1} and failure["context"]["user_id"] == "alice"
+    assert 0 < backend.ttl(keys.failed_key(job_id)) <= 7 * 24 * 3600
+    assert [job.id for job in queue.list_dead(rest, Q)] == [job_id]
+    totals = backend.hgetall(keys.TOTALS)
+    assert (totals["failed"], totals["retried"], totals["dead"]) == ("3", "2", "1")
+
+
+def test_a_lease_that_expires_on_the_last_attempt_dead_letters(
+    rest: RestClient, backend: valkey.Valkey
+) -> None:
+    """A job whose consumers keep dying is not retried forever."""
+    fragile = QueuePolicy(lease_ms=50, max_attempts=2)
+    job_id = queue.enqueue(rest, Q, {})
+    for _ in range(2):
+        assert queue.claim(rest, Q, 1, fragile).jobs
+        time.sleep(0.08)
+    result = queue.claim(rest, Q, 1, fragile)
+    assert result.jobs == [] and result.dead == 1
+    assert json.loads(backend.get(keys.job_key(job_id)))["status"] == "dead"
+
+
+def test_release_puts_an_unstarted_job_back_uncounted(
+    rest: RestClient, backend: valkey.Valkey, policy: QueuePolicy
+) -> None:
+    """A released job is queued again with the same attempt count, and no metric moves."""
+    queue.enqueue(rest, Q, {})
+    (job,) = queue.claim(rest, Q, 1, policy).jobs
+    queue.ack(rest, Q, [Outcome(job, "release")], policy)
+    (again,) = queue.claim(rest, Q, 1, policy).jobs
+    assert again.id == job.id and again.attempts == 1
+    assert backend.hgetall(keys.TOTALS) == {}
+
+
+def test_replay_resets_attempts_and_purge_empties(
+    rest: RestClient, backend: valkey.Valkey, policy: QueuePolicy
+) -> None:
+    """Replayed jobs are `queued` with attempts 0; unknown ids are not replayed."""
+    one = QueuePolicy(max_attempts=1)
+    ids = [queue.enqueue(rest, Q, {"i": i}) for i in range(3)]
+    jobs = queue.claim(rest, Q, 3, one).jobs
+    queue.ack(rest, Q, [Outcome(j, "dead", 1.0, error="x") for j in jobs], one)
+    assert queue.replay(rest, Q, [ids[1], "0" * 32]) == [ids[1]]
+    record = json.loads(backend.get(keys.job_key(ids[1])))
+    assert (record["status"], record["attempts"]) == ("queued", 0)
+    (job,) = queue.claim(rest, Q, 5, policy).jobs
+    assert job.id == ids[1] and job.attempts == 1 and job.last_error is None
+    assert queue.purge(rest, Q) == 2
+    assert queue.list_dead(rest, Q) == []
+
+
+@pytest.mark.parametrize("batch", [1, 10, 50])
+def test_a_batch_costs_two_round_trips_whatever_its_size(
+    rest: RestClient, policy: QueuePolicy, batch: int
+) -> None:
+    """Claim and ack are one REST request each."""
+    for i in range(batch):
+        queue.enqueue(rest, Q, {"i": i})
+    before = rest.round_trips
+    jobs = queue.claim(rest, Q, batch, policy).jobs
+    queue.ack(rest, Q, ok(jobs), policy)
+    assert len(jobs) == batch
+    assert rest.round_trips - before == 2
+
+
+def test_billed_commands_idle_poll_and_drained_job(
+    rest: RestClient, backend: valkey.Valkey, policy: QueuePolicy
+) -> None:
+    """An idle poll bills 1 command; a drained job at batch 10 bills at most 4."""
+    queue.enqueue(rest, Q, {})
+    queue.ack(rest, Q, ok(queue.claim(rest, Q, 5, policy).jobs), policy)  # scripts now cached
+    with billed(backend) as idle:
+        assert not queue.has_due_work(rest, Q)
+    assert idle.total == 1, idle.by_command
+    for i in range(10):
+        queue.enqueue(rest, Q, {"i": i})
+    with billed(backend) as drained:
+        jobs = queue.claim(rest, Q, 10, policy).jobs
+        queue.ack(rest, Q, ok(jobs), policy)
+    assert len(jobs) == 10
+    assert drained.total / len(jobs) <= 4, drained.by_command
+
+
+def test_two_consumers_never_share_a_job(rest: RestClient, settings: Settings) -> None:
+    """Concurrent claims hand every job to exactly one consumer while its lease runs."""
+    lease = QueuePolicy(lease_ms=60_000, max_attempts=5)
+    ids = {queue.enqueue(rest, Q, {"i": i}) for i in range(120)}
+    seen: list[list[str]] = [[], []]
+
+    def consume(slot: int) -> None:
+        client = RestClient(settings.upstash_redis_rest_url, settings.upstash_redis_rest_token)
+        while batch := queue.claim(client, Q, 7, lease).jobs:
+            seen[slot] += [job.id for job in batch]
+            queue.ack(client, Q, ok(batch), lease)
+        client.close()
+
+    threads = [threading.Thread(target=consume, args=(slot,)) for slot in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not set(seen[0]) & set(seen[1])
+    assert sorted(seen[0] + seen[1]) == sorted(ids)
+
+
+@pytest.mark.parametrize(
+    ("attempt", "rng", "expected"),
+    [(1, 0.0, 100), (1, 1.0, 100), (2, 1.0, 200), (3, 1.0, 400), (3, 0.5, 250), (10, 1.0, 1000),
+     (10, 0.0, 100)],
+)
+def test_backoff_is_exponential_with_jitter_inside_the_bounds(
+    attempt: int, rng: float, expected: int
+) -> None:
+    """Ceiling doubles per attempt up to the max; the draw lies between base and ceiling."""
+    assert queue.backoff_ms(attempt, 100, 1000, lambda: rng) == expected
