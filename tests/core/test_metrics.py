@@ -286,3 +286,46 @@ def test_check_rate_limit_is_the_submit_limiter(client: RestClient) -> None:
     assert [o.allowed for o in outcomes] == [True, True, False]
     summary = metrics.get_metrics_summary(1, now_ms=now, client=client)
     assert summary["rateLimit"]["blocked"] == 1
+
+
+def test_summary_counts_what_submit_and_drain_recorded(
+    client: RestClient, settings: Any, backend: valkey.Valkey
+) -> None:
+    """Real submits and a real drain: one success, one retry waiting, one dead, one 429."""
+    import dataclasses
+    import time
+
+    from core.auth import Principal
+    from core.drain import DrainOptions, drain
+    from core.errors import PermanentJobError, RateLimitedError
+    from core.queue import QueuePolicy
+    from core.submit import submit_job
+
+    limited = dataclasses.replace(settings, rate_limit_max=3)
+    user = Principal("user-7", "pk")
+    plans = {}
+    for plan in ("ok", "retry", "dead"):
+        plans[submit_job(client, limited, user, {"plan": plan}).job_id] = plan
+    with pytest.raises(RateLimitedError):
+        submit_job(client, limited, user, {"plan": "blocked"})
+
+    def processor(job: Any) -> bool:
+        plan = job.payload["plan"]
+        if plan == "dead":
+            raise PermanentJobError("unknown asset")
+        return plan == "ok"  # False: try again later
+
+    ends = time.monotonic() + 5
+    drain(client, processor, lambda: int((ends - time.monotonic()) * 1000),
+          policy=QueuePolicy(retry_base_ms=60_000, retry_max_ms=60_000),
+          options=DrainOptions(safety_margin_ms=0, idle_exit_ms=50, poll_interval_ms=10))
+    summary = metrics.get_metrics_summary(1, client=client)
+    assert (summary["totalJobs"], summary["succeededJobs"], summary["failedJobs"]) == (3, 1, 2)
+    assert (summary["retriedJobs"], summary["deadJobs"]) == (1, 1)
+    assert summary["rateLimit"] == {"hits": 4, "blocked": 1}
+    assert (summary["queueDepth"], summary["inFlight"], summary["retryingJobs"],
+            summary["deadLetterDepth"]) == (0, 0, 1, 1)
+    assert summary["executions"] == 3
+    snapshot = metrics.get_prometheus_snapshot(client=client)
+    assert snapshot.totals == {keys.SUBMITTED: 3, keys.SUCCEEDED: 1, keys.FAILED: 2,
+                               keys.RETRIED: 1, keys.DEAD: 1, keys.RATE_LIMIT_BLOCKED: 1}
