@@ -30,7 +30,13 @@ from typing import Any
 
 from core import keys
 from core.auth import Principal
-from core.errors import IdempotencyConflictError, NotFoundError, RateLimitedError, ValidationError
+from core.errors import (
+    IdempotencyConflictError,
+    NotFoundError,
+    RateLimitedError,
+    UpstashError,
+    ValidationError,
+)
 from core.jobs import Job, JobStatus, dumps, new_job_id, status_view
 from core.jobs import now_ms as clock_ms
 from core.rate_limit import retry_after_s
@@ -101,13 +107,13 @@ def submit_job(
     print_ = fingerprint(payload)
     if idempotency_key is not None:
         script_keys.append(keys.idempotency_key(principal.user_id, idempotency_key))
-    outcome, value = _SUBMIT(client, script_keys, [
+    reply = _SUBMIT(client, script_keys, [
         now, settings.rate_limit_window_s * 1000, settings.rate_limit_max, job.id,
         job.to_json(), _record_json(job, principal, now), settings.job_ttl_s,
         keys.METRICS_TTL_S, keys.SUBMITTED, keys.RATE_LIMIT_BLOCKED,
         print_, dumps({"jobId": job.id, "fingerprint": print_}), IDEMPOTENCY_TTL_S,
     ])
-    return _outcome(str(outcome), value)
+    return _outcome(reply)
 
 
 def _new_job(principal: Principal, payload: dict[str, Any], now: int) -> Job:
@@ -125,7 +131,11 @@ def _record_json(job: Job, principal: Principal, now: int) -> str:
     })
 
 
-def _outcome(outcome: str, value: Any) -> Submission:
+def _outcome(reply: Any) -> Submission:
+    if not isinstance(reply, list) or len(reply) != 2:
+        # Never answer 202 unless the script said the job is stored.
+        raise UpstashError("unexpected reply from the submit script")
+    outcome, value = str(reply[0]), reply[1]
     if outcome == "accepted":
         return Submission(job_id=str(value))
     if outcome == "replay":
@@ -136,7 +146,7 @@ def _outcome(outcome: str, value: Any) -> Submission:
         raise IdempotencyConflictError(
             "this Idempotency-Key was already used with a different body"
         )
-    raise ValueError(f"unexpected answer from submit.lua: {outcome!r}")
+    raise UpstashError(f"unexpected reply from the submit script: {outcome[:40]!r}")
 
 
 def get_status(client: RedisClient, user_id: str, job_id: str) -> dict[str, Any]:
@@ -147,13 +157,21 @@ def get_status(client: RedisClient, user_id: str, job_id: str) -> dict[str, Any]
         ["GET", keys.job_key(job_id)],
         ["HGET", keys.leased_key(keys.REQUEST_QUEUE), job_id],
     ])
-    if not raw_record:
+    record = _json_object(raw_record)
+    if record is None or record.get("user_id") != user_id or "id" not in record:
         raise _not_found()
-    record = json.loads(raw_record)
-    if record.get("user_id") != user_id:
-        raise _not_found()
-    leased = json.loads(raw_leased) if raw_leased else None
-    return status_view(record, leased)
+    return status_view(record, _json_object(raw_leased))
+
+
+def _json_object(raw: Any) -> dict[str, Any] | None:
+    """A stored JSON object, or None when absent or unreadable (never a 500 for bad data)."""
+    if not isinstance(raw, str | bytes):
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _not_found() -> NotFoundError:

@@ -1,0 +1,151 @@
+"""`POST /api/agent/rebalance` over the real stack: 202, limits, idempotency, round trips."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from core import keys
+from core.jobs import Job
+from tests.handlers.helpers import LambdaContext, TestClient, api_app, apigw_event, auth, body_of
+
+PATH = "/api/agent/rebalance"
+
+
+@pytest.fixture
+def client(env: dict[str, str]) -> TestClient:
+    return TestClient(api_app())
+
+
+def test_submit_answers_202_and_stores_the_job(client: TestClient, backend) -> None:
+    """202 with jobId/status/statusUrl, Location = statusUrl, the job queued for the user."""
+    response = client.post(PATH, json={"portfolio": "p1"}, headers=auth("alice"))
+    assert response.status_code == 202
+    body = response.json()
+    assert set(body) == {"jobId", "status", "statusUrl"}
+    assert body["status"] == "queued"
+    assert body["statusUrl"] == f"{PATH}/{body['jobId']}" == response.headers["location"]
+    job = Job.from_json(backend.lindex(keys.REQUEST_QUEUE, 0))
+    assert (job.id, job.user_id, job.public_key, job.payload) == (
+        body["jobId"], "alice", "pk-alice", {"portfolio": "p1"})
+    assert response.headers["x-request-id"]
+
+
+def test_status_url_answers_for_the_new_job(client: TestClient, backend) -> None:
+    """Following statusUrl gives the queued job."""
+    status_url = client.post(PATH, json={}, headers=auth()).json()["statusUrl"]
+    response = client.get(status_url, headers=auth())
+    assert response.status_code == 200
+    assert response.json()["status"] == "queued"
+
+
+def test_fifty_concurrent_submits_accept_exactly_ten(client: TestClient, backend) -> None:
+    """50 concurrent submits of one user: exactly 10 accepted and stored, 40 told to wait."""
+    headers = auth("burst")
+
+    def one(i: int) -> tuple[int, str | None]:
+        response = client.post(PATH, json={"i": i}, headers=headers)
+        return response.status_code, response.headers.get("retry-after")
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(one, range(50)))
+    statuses = [status for status, _ in results]
+    assert statuses.count(202) == 10 and statuses.count(429) == 40
+    assert all(1 <= int(retry) <= 60 for status, retry in results if status == 429)
+    assert backend.llen(keys.REQUEST_QUEUE) == 10
+    assert len(backend.keys(keys.JOB_KEY_PREFIX + "*")) == 10
+    assert client.post(PATH, json={}, headers=auth("bystander")).status_code == 202
+
+
+def test_rate_limited_answer(client: TestClient, backend) -> None:
+    """The 11th request in a minute is a 429 with the error body and a Retry-After."""
+    for _ in range(10):
+        assert client.post(PATH, json={}, headers=auth()).status_code == 202
+    response = client.post(PATH, json={}, headers=auth())
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "rate_limited"
+    assert 55 <= int(response.headers["retry-after"]) <= 60
+
+
+def test_idempotent_replay_returns_the_same_answer(client: TestClient, backend) -> None:
+    """Same Idempotency-Key and body: same status and body, one job in the queue."""
+    headers = {**auth(), "Idempotency-Key": "order-42"}
+    first = client.post(PATH, json={"a": 1}, headers=headers)
+    again = client.post(PATH, json={"a": 1}, headers=headers)
+    assert (again.status_code, again.json()) == (first.status_code, first.json()) == (
+        202, first.json())
+    assert again.headers["location"] == first.headers["location"]
+    assert backend.llen(keys.REQUEST_QUEUE) == 1
+
+
+def test_idempotency_key_reused_with_another_body_is_422(client: TestClient, backend) -> None:
+    """The same key with a different body is refused, nothing new is queued."""
+    headers = {**auth(), "Idempotency-Key": "order-42"}
+    client.post(PATH, json={"a": 1}, headers=headers)
+    response = client.post(PATH, json={"a": 2}, headers=headers)
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "idempotency_conflict"
+    assert backend.llen(keys.REQUEST_QUEUE) == 1
+
+
+def test_another_users_identical_key_is_another_job(client: TestClient, backend) -> None:
+    """Idempotency keys are scoped to their user."""
+    a = client.post(PATH, json={}, headers={**auth("a"), "Idempotency-Key": "k"}).json()
+    b = client.post(PATH, json={}, headers={**auth("b"), "Idempotency-Key": "k"}).json()
+    assert a["jobId"] != b["jobId"]
+
+
+@pytest.mark.parametrize("user_id", ["a:b:*", "new\nline", "?" * 1000, "ключ"])
+def test_arbitrary_user_ids_submit_and_read(client: TestClient, backend, user_id: str) -> None:
+    """Colons, globs, newlines and long ids work end to end."""
+    response = client.post(PATH, json={}, headers=auth(user_id))
+    assert response.status_code == 202
+    assert client.get(response.json()["statusUrl"], headers=auth(user_id)).status_code == 200
+    assert backend.exists(keys.rate_key(user_id))
+
+
+def test_one_round_trip_per_submit(client: TestClient, stack, backend) -> None:
+    """Accepted, rate-limited and replayed submits each make exactly one REST request."""
+    client.post(PATH, json={}, headers=auth("warm-up"))  # loads the script if needed
+    attempts = [({"Idempotency-Key": "k"}, 202), ({"Idempotency-Key": "k"}, 202)]
+    attempts += [({}, 202)] * 9 + [({}, 429), ({"Idempotency-Key": "k"}, 202)]
+    for extra, expected in attempts:
+        stack.server.reset_count()
+        response = client.post(PATH, json={"x": 1}, headers={**auth(), **extra})
+        assert response.status_code == expected
+        assert stack.server.request_count == 1
+
+
+def test_lambda_event_through_the_handler(env: dict[str, str], backend) -> None:
+    """A raw API Gateway v2 event through `handler` answers 202, again and again (warm)."""
+    from handlers.submit import handler
+
+    for i in range(3):
+        event = apigw_event("POST", PATH, body=json.dumps({"i": i}),
+                            headers={**auth(), "Content-Type": "application/json"})
+        context = LambdaContext()
+        response = handler(event, context)
+        assert response["statusCode"] == 202, response
+        body = body_of(response)
+        assert response["headers"]["location"] == body["statusUrl"]
+        assert response["headers"]["x-request-id"] == context.aws_request_id
+    assert backend.llen(keys.REQUEST_QUEUE) == 3
+
+
+def test_lambda_event_with_authorizer_claims(env: dict[str, str], backend, monkeypatch) -> None:
+    """With AUTH_TRUST_AUTHORIZER the JWT authorizer's claims in the event are the caller."""
+    from core.settings import get_settings
+    from handlers.submit import handler
+
+    monkeypatch.setenv("AUTH_TRUST_AUTHORIZER", "true")
+    get_settings.cache_clear()
+    event = apigw_event("POST", PATH, body="{}", headers={"Content-Type": "application/json"},
+                        claims={"sub": "from-authorizer", "publicKey": "pk"})
+    response = handler(event, LambdaContext())
+    assert response["statusCode"] == 202, response
+    assert Job.from_json(backend.lindex(keys.REQUEST_QUEUE, 0)).user_id == "from-authorizer"
+    unauthorized = handler(apigw_event("POST", PATH, body="{}", headers={
+        **auth(), "Content-Type": "application/json"}), LambdaContext())
+    assert unauthorized["statusCode"] == 401
