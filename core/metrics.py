@@ -100,7 +100,8 @@ def failure_record(
 ) -> str:
     """The JSON stored under `failed_key(job_id)`: error, stack trace, context, payload.
 
-    Exposed so that a script can write it inside a round trip it already makes. Secrets are
+    The same shape as the drain's records (`core.queue.failure_record`), so readers see one
+    format. Secrets are
     redacted from the error text and the stack, which may quote a URL or a header.
     """
     if isinstance(error, BaseException):
@@ -109,12 +110,12 @@ def failure_record(
     else:
         message, stack = str(error), ""
     record = {
-        "jobId": job_id,
+        "job_id": job_id,
         "error": redact(message)[:_FAILURE_TEXT_LIMIT],
         "stack": redact(stack)[-_FAILURE_TEXT_LIMIT:],  # the innermost frames matter most
         "context": dict(context or {}),
         "payload": payload,
-        "failedAt": _now_ms() if now_ms is None else now_ms,
+        "failed_at": _now_ms() if now_ms is None else now_ms,
     }
     return json.dumps(record, separators=(",", ":"), default=str, ensure_ascii=False)
 

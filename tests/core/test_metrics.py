@@ -82,7 +82,7 @@ def test_failure_record_carries_error_stack_context_payload() -> None:
     assert record["error"] == "RuntimeError: boom"
     assert "Traceback" in record["stack"] and "raise RuntimeError" in record["stack"]
     assert record["context"] == {"attempt": 2} and record["payload"] == {"a": 1}
-    assert record["failedAt"] == 5 and record["jobId"] == "j1"
+    assert record["failed_at"] == 5 and record["job_id"] == "j1"
 
 
 # --- recording and reading through the gateway -----------------------------------------
