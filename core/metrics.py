@@ -101,8 +101,7 @@ def failure_record(
     """The JSON stored under `failed_key(job_id)`: error, stack trace, context, payload.
 
     The same shape as the drain's records (`core.queue.failure_record`), so readers see one
-    format. Secrets are
-    redacted from the error text and the stack, which may quote a URL or a header.
+    format. Secrets are redacted from the error text and the stack, which may quote a URL.
     """
     if isinstance(error, BaseException):
         message = f"{type(error).__name__}: {error}"
