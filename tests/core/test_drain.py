@@ -1,0 +1,228 @@
+"""The drain loop on the real stack: processing, outcomes, budget, idle polling, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import valkey
+
+from core import keys, queue
+from core.drain import DrainOptions, drain
+from core.errors import ConfigError, PermanentJobError
+from core.jobs import Job
+from core.queue import QueuePolicy
+from core.redis import RestClient
+from core.settings import Settings
+from tests.billing import billed
+from tests.core.conftest import FakeContext, Q
+
+FAST = DrainOptions(batch_size=10, concurrency=10, poll_interval_ms=20, poll_max_interval_ms=40,
+                    idle_exit_ms=150, safety_margin_ms=100)
+
+
+def run(rest: RestClient, processor: Callable[[Job], Any], policy: QueuePolicy,
+        budget_ms: int = 10_000, options: DrainOptions = FAST) -> dict[str, Any]:
+    context = FakeContext(budget_ms)
+    return drain(rest, processor, context.get_remaining_time_in_millis, policy=policy,
+                 options=options).as_dict()
+
+
+def status_of(backend: valkey.Valkey, job_id: str) -> dict[str, Any]:
+    return json.loads(backend.get(keys.job_key(job_id)))
+
+
+def test_drain_processes_everything_and_reports(
+    rest: RestClient, backend: valkey.Valkey, policy: QueuePolicy
+) -> None:
+    """25 jobs, batches of 10: all succeed, results stored, summary adds up."""
+    ids = [queue.enqueue(rest, Q, {"i": i}) for i in range(25)]
+    summary = run(rest, lambda job: {"double": job.payload["i"] * 2}, policy)
+    assert (summary["claimed"], summary["succeeded"], summary["batches"]) == (25, 25, 3)
+    assert summary["stopReason"] == "idle" and summary["roundTrips"] >= 6
+    assert status_of(backend, ids[7])["result"] == {"double": 14}
+    assert backend.hget(keys.TOTALS, "succeeded") == "25"
+    assert queue.depth(rest, Q) == {"queued": 0, "leased": 0, "delayed": 0, "dead": 0}
+
+
+def test_outcomes_of_each_processor_answer(
+    rest: RestClient, backend: valkey.Valkey, policy: QueuePolicy
+) -> None:
+    """None/True done; False and errors retried; PermanentJobError dead at once."""
+    answers: dict[str, Callable[[], Any]] = {
+        "none": lambda: None, "true": lambda: True, "false": lambda: False,
+        "error": lambda: 1 / 0, "permanent": lambda: (_ for _ in ()).throw(
+            PermanentJobError("bad portfolio")),
+    }
+    ids = {name: queue.enqueue(rest, Q, {"answer": name}) for name in answers}
+    summary = run(rest, lambda job: answers[job.payload["answer"]](),
+                  QueuePolicy(max_attempts=5, retry_base_ms=60_000, retry_max_ms=60_000))
+    assert (summary["succeeded"], summary["retried"], summary["dead"]) == (2, 2, 1)
+    statuses = {name: status_of(backend, job_id) for name, job_id in ids.items()}
+    assert statuses["none"]["status"] == statuses["true"]["status"] == "succeeded"
+    assert statuses["false"]["status"] == "retrying"
+    assert statuses["error"]["last_error"].startswith("ZeroDivisionError")
+    assert statuses["permanent"]["status"] == "dead"
+    assert statuses["permanent"]["last_error"] == "PermanentJobError: bad portfolio"
+
+
+def test_async_processors_and_retries_until_dead(
+    rest: RestClient, backend: valkey.Valkey
+) -> None:
+    """An async processor that always fails is delivered max-attempts times, then dead."""
+    calls: list[int] = []
+
+    async def failing(job: Job) -> None:
+        calls.append(job.attempts)
+        await asyncio.sleep(0)
+        raise RuntimeError("upstream down")
+
+    job_id = queue.enqueue(rest, Q, {})
+    run(rest, failing, QueuePolicy(max_attempts=4, retry_base_ms=1, retry_max_ms=2))
+    assert calls == [1, 2, 3, 4]
+    assert status_of(backend, job_id)["status"] == "dead"
+    assert [job.id for job in queue.list_dead(rest, Q)] == [job_id]
+
+
+def test_a_batch_runs_concurrently_up_to_the_limit(rest: RestClient, policy: QueuePolicy) -> None:
+    """With concurrency 4, four jobs are in the processor at once, never five."""
+    running, peak = 0, 0
+    lock = threading.Lock()
+
+    async def slow(job: Job) -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        await asyncio.sleep(0.05)
+        with lock:
+            running -= 1
+
+    for i in range(10):
+        queue.enqueue(rest, Q, {"i": i})
+    options = DrainOptions(**{**FAST.__dict__, "concurrency": 4})
+    assert run(rest, slow, policy, options=options)["succeeded"] == 10
+    assert peak == 4
+
+
+def test_the_drain_returns_inside_its_budget_with_a_slow_processor(
+    rest: RestClient, backend: valkey.Valkey
+) -> None:
+    """A processor that would run for a minute is cut at the budget; the job is retried."""
+    job_id = queue.enqueue(rest, Q, {})
+    context = FakeContext(1500)
+    options = DrainOptions(**{**FAST.__dict__, "safety_margin_ms": 500, "idle_exit_ms": None})
+
+    async def endless(job: Job) -> None:
+        await asyncio.sleep(60)
+
+    summary = drain(rest, endless, context.get_remaining_time_in_millis,
+                    policy=QueuePolicy(max_attempts=5), options=options)
+    assert context.get_remaining_time_in_millis() > 0
+    assert summary.stopReason == "deadline" and summary.retried == 1
+    record = status_of(backend, job_id)
+    assert record["status"] == "retrying" and "timed out" in record["last_error"]
+
+
+def test_jobs_not_started_before_the_deadline_are_released(
+    rest: RestClient, backend: valkey.Valkey
+) -> None:
+    """Concurrency 1 and a budget for one job: the others go back untouched."""
+    for i in range(3):
+        queue.enqueue(rest, Q, {"i": i})
+
+    async def sleepy(job: Job) -> None:
+        await asyncio.sleep(5)
+
+    options = DrainOptions(**{**FAST.__dict__, "concurrency": 1, "safety_margin_ms": 200,
+                              "idle_exit_ms": None})
+    summary = run(rest, sleepy, QueuePolicy(max_attempts=5), budget_ms=800, options=options)
+    assert (summary["retried"], summary["released"]) == (1, 2)
+    jobs = queue.claim(rest, Q, 10, QueuePolicy())
+    assert sorted(job.attempts for job in jobs.jobs) == [1, 1]
+
+
+def test_idle_polls_bill_one_command_each(rest: RestClient, backend: valkey.Valkey) -> None:
+    """After the first full claim, an idle drain polls with a single ZRANGE."""
+    run(rest, lambda job: None, QueuePolicy())  # the claim script is now cached
+    with billed(backend) as bill:
+        summary = run(rest, lambda job: None, QueuePolicy())
+    idle_polls = summary["polls"] - 1
+    assert idle_polls >= 2
+    assert bill.by_command.get("zrange") == idle_polls
+    assert bill.by_command.get("evalsha") == 1
+    # The first claim script runs ZRANGEBYSCORE, RPOP and ZREM inside it.
+    assert bill.total == idle_polls + 1 + 3, bill.by_command
+
+
+def test_backoff_while_idle_grows_the_pause(rest: RestClient) -> None:
+    """Polls back off by the factor: 20 ms x2 up to 320 ms gives few polls in a second."""
+    options = DrainOptions(batch_size=10, concurrency=1, poll_interval_ms=20,
+                           poll_max_interval_ms=320, backoff_factor=2, idle_exit_ms=1000,
+                           safety_margin_ms=100)
+    summary = run(rest, lambda job: None, QueuePolicy(), options=options)
+    # 20+40+80+160+320+320 > 900: at most 7 polls; without backoff it would be ~50.
+    assert 4 <= summary["polls"] <= 8
+
+
+def test_two_concurrent_drains_never_run_the_same_job(
+    rest: RestClient, settings: Settings
+) -> None:
+    """Each job is processed once while its lease holds, whichever drain claims it."""
+    ids = {queue.enqueue(rest, Q, {"i": i}) for i in range(80)}
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def record(job: Job) -> None:
+        with lock:
+            seen.append(job.id)
+        time.sleep(0.002)
+
+    def one_drain() -> None:
+        client = RestClient(settings.upstash_redis_rest_url, settings.upstash_redis_rest_token)
+        options = DrainOptions(**{**FAST.__dict__, "batch_size": 5})
+        run(client, record, QueuePolicy(lease_ms=60_000), options=options)
+        client.close()
+
+    threads = [threading.Thread(target=one_drain) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(seen) == len(set(seen)) == 80
+    assert set(seen) == ids
+
+
+def test_handler_runs_the_configured_processor(
+    env: dict[str, str], backend: valkey.Valkey, monkeypatch: pytest.MonkeyPatch, rest: RestClient
+) -> None:
+    """The Lambda entry point drains with the settings from the environment."""
+    from handlers import drain as drain_handler
+
+    monkeypatch.setenv("REBALANCE_PROCESSOR", "core.processors.simulated:process")
+    monkeypatch.setenv("SIM_LATENCY_MS", "1")
+    monkeypatch.setenv("DRAIN_IDLE_EXIT_MS", "100")
+    monkeypatch.setenv("DRAIN_SAFETY_MARGIN_MS", "100")
+    job_id = queue.enqueue(rest, Q, {"portfolio": "p1"}, user_id="u1")
+    summary = drain_handler.handler({"source": "aws.events"}, FakeContext(5000))
+    assert summary["succeeded"] == 1 and summary["stopReason"] == "idle"
+    assert status_of(backend, job_id)["result"] == {"rebalanced": True, "attempts": 1}
+
+
+def test_handler_fails_fast_on_a_bad_processor(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, rest: RestClient,
+    backend: valkey.Valkey
+) -> None:
+    """A processor that cannot be imported is a ConfigError before any job is claimed."""
+    from handlers import drain as drain_handler
+
+    monkeypatch.setenv("REBALANCE_PROCESSOR", "no_such_module:process")
+    queue.enqueue(rest, Q, {})
+    with pytest.raises(ConfigError, match="REBALANCE_PROCESSOR"):
+        drain_handler.handler({}, FakeContext(2000))
+    assert queue.depth(rest, Q)["queued"] == 1
