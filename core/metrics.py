@@ -30,6 +30,7 @@ from typing import Any
 
 from core import keys, rate_limit
 from core.errors import ValidationError
+from core.jobs import iso
 from core.log import redact
 from core.rate_limit import RateLimit
 from core.redis import RedisClient, Script, get_client
@@ -294,7 +295,7 @@ def _summary(days: int, now_ms: int, counts: Mapping[str, int], times: Histogram
     blocked = counts[keys.RATE_LIMIT_BLOCKED]
     return {
         "days": days,
-        "generatedAt": now_ms,
+        "generatedAt": iso(now_ms),
         "totalJobs": counts[keys.SUBMITTED],
         "failedJobs": counts[keys.FAILED],
         "avgExecutionTime": _ms(times.mean_ms()),
