@@ -1,0 +1,105 @@
+"""`rebalance drain`, `rebalance dlq …`, `rebalance worker`, `rebalance check queue` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import valkey
+
+from core import keys, queue
+from core.queue import Outcome, QueuePolicy
+from core.redis import RestClient
+
+Q = keys.REQUEST_QUEUE
+
+
+def rebalance(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_drain_prints_its_summary_last_as_one_json_line(
+    rest: RestClient, env: dict[str, str], backend: valkey.Valkey
+) -> None:
+    for i in range(3):
+        queue.enqueue(rest, Q, {"i": i})
+    done = rebalance({**env, "REBALANCE_PROCESSOR": "core.processors.simulated:noop",
+                      "DRAIN_IDLE_EXIT_MS": "200"}, "drain", "--budget-seconds", "10")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["succeeded"] == 3 and summary["stopReason"] == "idle"
+
+
+def test_drain_stops_at_its_budget(env: dict[str, str], backend: valkey.Valkey) -> None:
+    started = time.monotonic()
+    done = rebalance(env, "drain", "--budget-seconds", "1")
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["stopReason"] == "deadline" and summary["claimed"] == 0
+    assert time.monotonic() - started < 30
+
+
+def test_dlq_list_replay_and_purge(
+    rest: RestClient, env: dict[str, str], backend: valkey.Valkey
+) -> None:
+    one = QueuePolicy(max_attempts=1)
+    ids = [queue.enqueue(rest, Q, {"i": i}, user_id="u") for i in range(3)]
+    jobs = queue.claim(rest, Q, 3, one).jobs
+    queue.ack(rest, Q, [Outcome(j, "dead", 1.0, error="broken") for j in jobs], one)
+
+    listed = rebalance(env, "dlq", "list")
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert sorted(row["jobId"] for row in rows) == sorted(ids)
+    assert {row["lastError"] for row in rows} == {"broken"}
+
+    replayed = rebalance(env, "dlq", "replay", ids[0])
+    assert replayed.returncode == 0 and "replayed 1 job(s)" in replayed.stdout
+    unknown = rebalance(env, "dlq", "replay", "f" * 32)
+    assert unknown.returncode == 1 and "replayed 0 job(s)" in unknown.stdout
+    assert rebalance(env, "dlq", "replay").returncode == 2
+    everything = rebalance(env, "dlq", "replay", "--all")
+    assert "replayed 2 job(s)" in everything.stdout
+    assert queue.depth(rest, Q)["queued"] == 3
+
+    queue.ack(rest, Q, [Outcome(j, "dead", 1.0, error="again")
+                        for j in queue.claim(rest, Q, 3, one).jobs], one)
+    purged = rebalance(env, "dlq", "purge")
+    assert "purged 3 dead job(s)" in purged.stdout
+    assert backend.llen(keys.dead_key(Q)) == 0
+
+
+def test_worker_finishes_the_job_in_hand_on_sigterm(
+    rest: RestClient, env: dict[str, str], backend: valkey.Valkey
+) -> None:
+    """SIGTERM while a 1.5 s job runs: the job still succeeds and the worker exits 0."""
+    job_id = queue.enqueue(rest, Q, {"slow": True})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "worker"],
+        env={**os.environ, **env, "REBALANCE_PROCESSOR": "core.processors.simulated:process",
+             "SIM_LATENCY_MS": "1500", "DRAIN_POLL_INTERVAL_MS": "50"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 20
+    while not backend.hlen(keys.leased_key(Q)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert backend.hlen(keys.leased_key(Q)) == 1
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "after 1 job(s)" in out
+    assert json.loads(backend.get(keys.job_key(job_id)))["status"] == "succeeded"
+    assert backend.hlen(keys.leased_key(Q)) == 0
+
+
+def test_check_queue_passes_and_leaves_nothing_behind(
+    env: dict[str, str], backend: valkey.Valkey
+) -> None:
+    done = rebalance(env, "check", "queue")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "FAIL" not in done.stdout and done.stdout.count("PASS") >= 3
+    assert backend.keys("agent:rebalance:check*") == []
+    assert backend.keys("metrics:*") == []
