@@ -1,4 +1,4 @@
-"""`rebalance drain`, `rebalance dlq …`, `rebalance worker`, `rebalance check queue` as a user runs them."""
+"""`rebalance drain`, `dlq …`, `worker` and `check queue`, run as a user runs them."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from core.redis import RestClient
 Q = keys.REQUEST_QUEUE
 
 
-def rebalance(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def rebalance(
+    env: dict[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "cli.main", *args], env={**os.environ, **env},
                           capture_output=True, text=True, timeout=timeout)
 

@@ -105,6 +105,8 @@ def test_bad_processor_specs_are_config_errors(spec: str) -> None:
 
 
 def test_check_config_accepts_a_full_configuration() -> None:
-    settings = Settings.from_env({"UPSTASH_REDIS_REST_URL": "http://x", "UPSTASH_REDIS_REST_TOKEN": "t",
-                                  "REBALANCE_WEBHOOK_URL": URL, "REBALANCE_WEBHOOK_SECRET": "s"})
+    settings = Settings.from_env({
+        "UPSTASH_REDIS_REST_URL": "http://x", "UPSTASH_REDIS_REST_TOKEN": "t",
+        "REBALANCE_WEBHOOK_URL": URL, "REBALANCE_WEBHOOK_SECRET": "s",
+    })
     assert webhook.check_config(settings) is None
