@@ -104,7 +104,8 @@ class _Drain:
         self.summary.stopReason = await self._loop()
         self.summary.durationMs = int((time.monotonic() - started) * 1000)
         self.summary.roundTrips = self.client.round_trips - trips_before
-        event(log, "drain.done", **self.summary.as_dict())
+        busy = self.summary.claimed or self.summary.requeued or self.summary.dead
+        event(log, "drain.done", logging.INFO if busy else logging.DEBUG, **self.summary.as_dict())
         return self.summary
 
     async def _loop(self) -> str:

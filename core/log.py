@@ -131,6 +131,9 @@ def configure(level: str = "INFO", *, stream: IO[str] | None = None) -> None:
     """
     root = logging.getLogger()
     root.setLevel(level)
+    # A line per Upstash request would drown the job events; their failures surface as ours.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
     if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
         return
     if _in_lambda() and root.handlers:

@@ -1,0 +1,207 @@
+"""`make dev`: the whole system on one machine, behaving like production.
+
+- Redis: the Upstash database named by `UPSTASH_REDIS_REST_URL`/`_TOKEN` when both are set;
+  otherwise an embedded Valkey behind the Upstash-compatible gateway (`devstack.gateway`).
+- The API: every HTTP route of the Lambdas (the handlers' own `routes`, composed in one
+  Starlette app with the same error model), plus `GET /healthz` and `GET /openapi.json`,
+  served by uvicorn on `HOST`:`PORT` (default 127.0.0.1:8000).
+- A ticker that invokes the drain Lambda's handler back to back, like EventBridge does,
+  each invocation with `DEV_DRAIN_INTERVAL_S` seconds of budget (default 10; `0` = no
+  ticker, run `rebalance drain` by hand).
+
+Development defaults fill what is unset: `AUTH_JWT_SECRET` (a random secret per run, so the
+printed dev token works), `METRICS_SCRAPE_TOKEN` and the simulated processor. Ctrl-C
+(or SIGTERM) stops the server, waits for the ticker's invocation to end, and stops the
+embedded Valkey: no process is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
+from typing import Any
+
+DEV_USER = "dev-user"
+DEV_PUBLIC_KEY = "dev-wallet-public-key"
+
+
+def build_app() -> Any:
+    """The composed API: metrics routes first, so their literal paths beat `{jobId}`."""
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    from core.errors import UpstashError
+    from core.redis import get_client
+    from handlers import _web, metrics, status, submit
+    from handlers.openapi import render
+
+    def healthz(_request: Request) -> Response:
+        try:
+            get_client().execute(["PING"])
+        except UpstashError:
+            return JSONResponse({"status": "unavailable", "redis": "unreachable"},
+                                status_code=503, headers={"Retry-After": "1"})
+        return JSONResponse({"status": "ok", "redis": "ok"})
+
+    document = render()
+
+    def openapi(_request: Request) -> Response:
+        return Response(document, media_type="application/json")
+
+    extra = [Route("/healthz", healthz, methods=["GET"]),
+             Route("/openapi.json", openapi, methods=["GET"])]
+    return _web.create_app([*metrics.routes, *submit.routes, *status.routes, *extra])
+
+
+@contextmanager
+def redis_stack() -> Iterator[str]:
+    """Point the environment at Upstash, or at an embedded Valkey behind the gateway."""
+    if os.environ.get("UPSTASH_REDIS_REST_URL") and os.environ.get("UPSTASH_REDIS_REST_TOKEN"):
+        yield "Upstash at " + os.environ["UPSTASH_REDIS_REST_URL"]
+        return
+    from devstack.embedded import EmbeddedValkey
+    from devstack.gateway import GatewayServer
+
+    valkey = EmbeddedValkey()
+    valkey.start()
+    token = secrets.token_urlsafe(24)
+    gateway = GatewayServer(redis_url=valkey.url, token=token, port=0)
+    try:
+        gateway.start()
+        os.environ["UPSTASH_REDIS_REST_URL"] = gateway.url
+        os.environ["UPSTASH_REDIS_REST_TOKEN"] = token
+        yield f"embedded Valkey {valkey.url} behind the gateway {gateway.url}"
+    finally:
+        gateway.stop()
+        valkey.stop()
+
+
+class Ticker:
+    """Invokes the drain handler back to back, each run with `interval_s` of budget."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.invocations = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="drain-ticker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(self.interval_s + 15)
+
+    def remaining_ms(self, ends: float) -> int:
+        if self._stop.is_set():  # Ctrl-C: let the running invocation wind down now
+            return 0
+        return max(0, int((ends - time.monotonic()) * 1000))
+
+    def _run(self) -> None:
+        from core.errors import RebalanceError
+        from core.settings import get_settings
+        from handlers.drain import handler
+
+        margin_s = get_settings().drain_safety_margin_ms / 1000
+        while not self._stop.is_set():
+            ends = time.monotonic() + self.interval_s + margin_s
+            context = SimpleNamespace(
+                aws_request_id=f"dev-tick-{self.invocations}",
+                get_remaining_time_in_millis=lambda e=ends: self.remaining_ms(e),
+            )
+            try:
+                handler({"source": "aws.events", "detail-type": "Scheduled Event"}, context)
+            except RebalanceError as exc:  # Redis away for a moment: say so, tick again
+                print(f"drain tick failed: {exc}", file=sys.stderr, flush=True)
+                self._stop.wait(self.interval_s)
+            self.invocations += 1
+
+
+def _defaults() -> None:
+    os.environ.setdefault("AUTH_JWT_SECRET", secrets.token_urlsafe(32))
+    os.environ.setdefault("METRICS_SCRAPE_TOKEN", "dev-scrape-token")
+    os.environ.setdefault("REBALANCE_PROCESSOR", "core.processors.simulated:process")
+
+
+def _banner(url: str, redis: str, ticker_s: float) -> str:
+    from core.auth import mint_token
+
+    token = mint_token(DEV_USER, DEV_PUBLIC_KEY, os.environ["AUTH_JWT_SECRET"], 24 * 3600)
+    drain = f"every {ticker_s:g} s" if ticker_s else "off (run `.venv/bin/rebalance drain`)"
+    return f"""
+agent-rebalance dev stack
+  API:       {url}   (GET {url}/healthz, {url}/openapi.json)
+  Redis:     {redis}
+  Drain:     {drain}
+  Dev token: {token}
+
+Try it:
+  TOKEN={token}
+  curl -s -X POST {url}/api/agent/rebalance -H "Authorization: Bearer $TOKEN" \\
+       -H 'Content-Type: application/json' -d '{{"targets": {{"BTC": 0.6, "ETH": 0.4}}}}'
+  curl -s {url}/api/agent/rebalance/<jobId> -H "Authorization: Bearer $TOKEN"
+  curl -s {url}/api/agent/rebalance/metrics?days=1 -H "Authorization: Bearer $TOKEN"
+  curl -s {url}/api/agent/rebalance/metrics/prometheus \\
+       -H "Authorization: Bearer {os.environ['METRICS_SCRAPE_TOKEN']}"
+Ctrl-C stops everything.
+""".rstrip()
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    # uvicorn re-raises the signal that stopped it; as a KeyboardInterrupt, SIGTERM too
+    # unwinds the `finally` blocks that stop the ticker, the gateway and the Valkey server.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _serve()
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+        return 0
+
+
+def _serve() -> int:
+    import uvicorn
+
+    host = os.environ.get("HOST", "127.0.0.1")
+    port = int(os.environ.get("PORT", "8000"))
+    ticker_s = float(os.environ.get("DEV_DRAIN_INTERVAL_S", "10"))
+    _defaults()
+    with redis_stack() as redis:
+        from core.log import configure
+        from core.settings import get_settings
+
+        configure(get_settings().log_level)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, port))
+        url = f"http://{host}:{sock.getsockname()[1]}"
+        server = uvicorn.Server(uvicorn.Config(build_app(), log_level="warning",
+                                               access_log=False))
+        ticker = Ticker(ticker_s) if ticker_s > 0 else None
+        if ticker:
+            ticker.start()
+        print(_banner(url, redis, ticker_s), flush=True)
+        try:
+            server.run(sockets=[sock])  # returns on SIGINT/SIGTERM
+        finally:
+            if ticker:
+                ticker.stop()
+    print("stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""`make dev`: starts the whole stack, serves the API and `/healthz`, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def session_pids(sid: int) -> set[int]:
+    """Every live process of session `sid` (what Ctrl-C in a terminal would reach)."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":
+                pids.add(int(entry.name))
+    return pids
+
+
+def read_until(proc: subprocess.Popen[str], pattern: str, timeout_s: float) -> re.Match[str]:
+    deadline = time.monotonic() + timeout_s
+    seen = []
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        seen.append(line)
+        if match := re.search(pattern, line):
+            return match
+        if not line and proc.poll() is not None:
+            break
+    raise AssertionError(f"{pattern!r} never printed; output was:\n{''.join(seen)}")
+
+
+def test_make_dev_serves_and_stops_cleanly_on_ctrl_c() -> None:
+    """The printed URL answers /healthz and a submit; Ctrl-C ends every process it started."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UPSTASH_REDIS_REST")}
+    env.update(PORT="0", DEV_DRAIN_INTERVAL_S="1", SIM_LATENCY_MS="1")
+    proc = subprocess.Popen(["make", "--no-print-directory", "dev"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=True)
+    try:
+        url = read_until(proc, r"API:\s+(http://\S+)", 120).group(1)
+        token = read_until(proc, r"Dev token: (\S+)", 10).group(1)
+        assert len(session_pids(proc.pid)) >= 2  # make, python, valkey-server
+        health = httpx.get(f"{url}/healthz", timeout=10)
+        assert health.status_code == 200 and health.json()["redis"] == "ok"
+        auth = {"Authorization": f"Bearer {token}"}
+        accepted = httpx.post(f"{url}/api/agent/rebalance", json={"targets": {"BTC": 1}},
+                              headers=auth, timeout=10)
+        assert accepted.status_code == 202
+        status_url = url + accepted.json()["statusUrl"]
+        deadline = time.monotonic() + 30
+        while httpx.get(status_url, headers=auth, timeout=10).json()["status"] != "succeeded":
+            assert time.monotonic() < deadline, "the ticker never drained the job"
+            time.sleep(0.2)
+        assert httpx.get(f"{url}/openapi.json", timeout=10).json()["openapi"].startswith("3.")
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does to the foreground group
+        proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while session_pids(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert session_pids(proc.pid) == set()
+
+
+def test_dev_stops_on_sigterm_and_stops_its_valkey() -> None:
+    """SIGTERM to the server process alone also stops the embedded server it started."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UPSTASH_REDIS_REST")}
+    env.update(PORT="0", DEV_DRAIN_INTERVAL_S="0")
+    proc = subprocess.Popen([str(ROOT / ".venv/bin/python"), "-m", "devstack.dev"], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=True)
+    url = read_until(proc, r"API:\s+(http://\S+)", 60).group(1)
+    assert "off" in read_until(proc, r"Drain:\s+(.*)", 5).group(1)
+    assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    deadline = time.monotonic() + 10
+    while session_pids(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert session_pids(proc.pid) == set()
