@@ -25,7 +25,7 @@ A handler module is a few sync functions and this glue:
   `HttpError` for edge-only failures, `core.errors` for the domain, Starlette's 404/405, and
   anything unexpected to a 500 whose body never carries the exception text. It also binds a
   request id (the Lambda's, or a fresh one) to the logs and the `X-Request-Id` header.
-- `create_handler(app)` is `Mangum(app, lifespan="off")`.
+- `create_handler(app)` is `Mangum(app, lifespan="off")`, plus JSON logs inside Lambda.
 - `error_response(status, code, message, headers)` builds an error body directly.
 """
 
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -288,7 +289,32 @@ def create_app(routes: Sequence[BaseRoute]) -> Starlette:
 
 
 def create_handler(app: ASGIApp) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
-    """The Lambda entry point for `app`; lifespan off (Mangum would run it per invocation)."""
+    """The Lambda entry point for `app`; lifespan off (Mangum would run it per invocation).
+
+    Inside Lambda (`AWS_LAMBDA_FUNCTION_NAME` set) the first invocation switches the logs to
+    JSON lines; elsewhere (tests, the dev server) logging belongs to the entry point.
+    """
     from mangum import Mangum
 
-    return Mangum(app, lifespan="off")
+    mangum = Mangum(app, lifespan="off")
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        _configure_logging_once()
+        return mangum(event, context)
+
+    handler.mangum = mangum  # type: ignore[attr-defined]
+    return handler
+
+
+_logging_ready = False
+
+
+def _configure_logging_once() -> None:
+    global _logging_ready
+    if _logging_ready:
+        return
+    _logging_ready = True
+    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        from core.log import configure
+
+        configure(get_settings().log_level)

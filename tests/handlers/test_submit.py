@@ -149,3 +149,33 @@ def test_lambda_event_with_authorizer_claims(env: dict[str, str], backend, monke
     unauthorized = handler(apigw_event("POST", PATH, body="{}", headers={
         **auth(), "Content-Type": "application/json"}), LambdaContext())
     assert unauthorized["statusCode"] == 401
+
+
+def test_request_logs_carry_the_lambda_request_id_and_no_token(
+    env: dict[str, str], backend
+) -> None:
+    """The per-request log line names the Lambda request id; the bearer token never appears."""
+    import io
+    import logging
+
+    from core.log import JsonFormatter
+    from handlers.submit import handler
+
+    stream = io.StringIO()
+    log_handler = logging.StreamHandler(stream)
+    log_handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("handlers.http")
+    logger.addHandler(log_handler)
+    old_level, logger.level = logger.level, logging.INFO
+    try:
+        headers = {**auth(), "Content-Type": "application/json"}
+        context = LambdaContext()
+        handler(apigw_event("POST", PATH, body="{}", headers=headers), context)
+    finally:
+        logger.removeHandler(log_handler)
+        logger.setLevel(old_level)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    request_line = next(line for line in lines if line["event"] == "http.request")
+    assert request_line["request_id"] == context.aws_request_id
+    assert request_line["status"] == 202
+    assert headers["Authorization"].split()[1] not in stream.getvalue()
