@@ -1,0 +1,238 @@
+"""`make bench`: measure every budget of the design on the local stack, in one run.
+
+Writes `bench/results.md` (a Markdown table: budget, measured, verdict) and prints it; exits
+1 when a budget is missed. Round trips are counted by the client, billed commands by the
+backing server's `INFO commandstats` (which counts commands run inside scripts), speed as
+ratios measured side by side in the same run — never as absolute times.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "bench-token"
+SECRET = "bench-jwt-secret-long-enough-for-hs256"
+
+
+@dataclass
+class Row:
+    budget: str
+    limit: str
+    measured: str
+    ok: bool
+
+
+def billed_total(backend: object) -> int:
+    from tests.billing import command_counts
+
+    return sum(command_counts(backend).values())
+
+
+class Bench:
+    def __init__(self, gateway_url: str, redis_url: str) -> None:
+        import valkey
+
+        from core.redis import RestClient
+        from core.settings import Settings
+
+        os.environ.update(UPSTASH_REDIS_REST_URL=gateway_url, UPSTASH_REDIS_REST_TOKEN=TOKEN,
+                          AUTH_JWT_SECRET=SECRET, METRICS_SCRAPE_TOKEN="scrape",
+                          RATE_LIMIT_MAX="1000000", LOG_LEVEL="ERROR")
+        self.settings = Settings.from_env()
+        self.backend = valkey.Valkey.from_url(redis_url, decode_responses=True)
+        self.client = RestClient(gateway_url, TOKEN)
+        self.rows: list[Row] = []
+
+    def add(self, budget: str, limit: str, measured: float | str, ok: bool) -> None:
+        shown = f"{measured:.2f}" if isinstance(measured, float) else str(measured)
+        self.rows.append(Row(budget, limit, shown, ok))
+
+    def cost(self, action: Callable[[], object]) -> tuple[int, int]:
+        """(round trips, billed commands) of `action`."""
+        trips, billed = self.client.round_trips, billed_total(self.backend)
+        action()
+        return self.client.round_trips - trips, billed_total(self.backend) - billed
+
+    def submit_path(self) -> None:
+        from core.auth import Principal
+        from core.submit import submit_job
+
+        user = Principal("bench-user", "bench-key")
+        submit_job(self.client, self.settings, user, {"warm": True})  # scripts cached
+        trips, billed = self.cost(lambda: submit_job(self.client, self.settings, user, {"a": 1}))
+        self.add("REST round trips per accepted submit", "1", trips, trips == 1)
+        self.add("billed commands per accepted submit", "<= 9", billed, billed <= 9)
+        from core.errors import RateLimitedError
+        from core.settings import Settings
+
+        strict = Settings.from_env({**os.environ, "RATE_LIMIT_MAX": "1"})
+        limited = Principal("bench-limited", "k")
+        submit_job(self.client, strict, limited, {})
+
+        def blocked() -> None:
+            try:
+                submit_job(self.client, strict, limited, {})
+            except RateLimitedError:
+                return
+            raise AssertionError("the second submit should have been rate-limited")
+
+        trips, _ = self.cost(blocked)
+        self.add("REST round trips per rate-limited submit", "1", trips, trips == 1)
+
+    def reads(self) -> None:
+        from core import metrics
+        from core.auth import Principal
+        from core.submit import get_status, submit_job
+
+        user = Principal("bench-reader", "k")
+        job_id = submit_job(self.client, self.settings, user, {}).job_id
+        trips, _ = self.cost(lambda: get_status(self.client, user.user_id, job_id))
+        self.add("REST round trips per status read", "1", trips, trips == 1)
+        worst = max(self.cost(lambda d=d: metrics.get_metrics_summary(d, client=self.client))[0]
+                    for d in range(1, 8))
+        self.add("REST round trips per metrics summary (days 1..7)", "1", worst, worst == 1)
+
+    def drain_costs(self) -> None:
+        from core import keys, queue
+        from core.queue import Outcome, QueuePolicy
+
+        self.backend.flushall()
+        policy, q = QueuePolicy(), keys.REQUEST_QUEUE
+        queue.enqueue(self.client, q, {})
+        queue.ack(self.client, q, [Outcome(j, "ok", 1.0)
+                                   for j in queue.claim(self.client, q, 5, policy).jobs], policy)
+        _, idle = self.cost(lambda: queue.has_due_work(self.client, q))
+        self.add("billed commands per idle drain poll", "1", idle, idle == 1)
+        for size in (10, 100):
+            for i in range(size):
+                queue.enqueue(self.client, q, {"i": i})
+
+            def batch(n: int = size) -> None:
+                jobs = queue.claim(self.client, q, n, policy).jobs
+                queue.ack(self.client, q, [Outcome(j, "ok", 1.0) for j in jobs], policy)
+
+            trips, billed = self.cost(batch)
+            self.add(f"REST round trips per drained batch of {size}", "<= 2", trips, trips <= 2)
+            if size == 10:
+                per_job = billed / size
+                self.add("billed commands per drained job, batch 10", "<= 4", per_job,
+                         per_job <= 4)
+
+    def throughput(self, jobs: int = 2000) -> None:
+        from core import keys
+        from core.drain import DrainOptions, drain
+        from core.processors.simulated import noop
+        from core.queue import QueuePolicy
+
+        q = keys.REQUEST_QUEUE
+
+        def fill() -> None:
+            self.backend.flushall()
+            pipe = self.backend.pipeline(transaction=False)
+            for i in range(jobs):
+                from core.jobs import Job
+
+                pipe.lpush(q, Job(id=f"{i:032x}", payload={"i": i}, queue=q).to_json())
+            pipe.zadd(keys.schedule_key(q), {keys.QUEUE_MARKER: 0})
+            pipe.execute()
+
+        fill()
+        started = time.perf_counter()
+        while self.client.execute(["RPOP", q]) is not None:
+            pass
+        naive = jobs / (time.perf_counter() - started)
+
+        fill()
+        options = DrainOptions(batch_size=100, concurrency=100, idle_exit_ms=0,
+                               safety_margin_ms=0)
+        started = time.perf_counter()
+        summary = drain(self.client, noop, lambda: 600_000, policy=QueuePolicy(),
+                        options=options)
+        ours = summary.succeeded / (time.perf_counter() - started)
+        ratio = ours / naive
+        self.add(f"drain throughput vs one job per round trip ({jobs} no-op jobs, batch 100)",
+                 ">= 10x", f"{ratio:.1f}x ({ours:.0f} vs {naive:.0f} jobs/s)", ratio >= 10)
+
+    def cold_imports(self, runs: int = 7) -> None:
+        def median_import(stmt: str) -> float:
+            code = f"import time; t = time.perf_counter(); {stmt}; print(time.perf_counter() - t)"
+            samples = [float(subprocess.run([sys.executable, "-c", code], cwd=ROOT,
+                                            capture_output=True, text=True, check=True).stdout)
+                       for _ in range(runs)]
+            return statistics.median(samples)
+
+        base = median_import("import starlette, mangum, upstash_redis, pydantic")
+        worst = ("", 0.0)
+        for module in ("handlers.submit", "handlers.status", "handlers.metrics", "handlers.drain"):
+            ratio = median_import(f"import {module}") / base
+            worst = max(worst, (module, ratio), key=lambda item: item[1])
+        self.add(f"cold import of a handler vs the framework baseline (worst: {worst[0]})",
+                 "<= 1.3x", f"{worst[1]:.2f}x", worst[1] <= 1.3)
+        probe = ("import sys, handlers.submit, handlers.status, handlers.metrics; "
+                 "print('boto3' in sys.modules)")
+        loaded = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        self.add("boto3 imported on the submit/status/metrics path", "never", loaded,
+                 loaded == "False")
+
+    def stalled_upstash(self) -> None:
+        import socket
+
+        from core.errors import UpstashError
+        from core.redis import RestClient
+
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # accepts connections, never answers
+        client = RestClient(f"http://127.0.0.1:{silent.getsockname()[1]}", TOKEN,
+                            timeout_s=self.settings.upstash_timeout_s)
+        started = time.perf_counter()
+        try:
+            client.execute(["SET", "k", "v"])
+            outcome = "answered?"
+        except UpstashError:
+            outcome = "UpstashError"
+        elapsed = time.perf_counter() - started
+        silent.close()
+        limit = self.settings.upstash_timeout_s * 1.5
+        self.add("a stalled Upstash: one write call gives up (s)",
+                 f"<= {limit:.1f} (timeout {self.settings.upstash_timeout_s:g} s)",
+                 f"{elapsed:.2f} ({outcome})", outcome == "UpstashError" and elapsed <= limit)
+
+
+def render(rows: list[Row]) -> str:
+    lines = ["| budget | limit | measured | ok |", "|---|---|---|---|"]
+    lines += [f"| {r.budget} | {r.limit} | {r.measured} | {'yes' if r.ok else 'NO'} |"
+              for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    sys.path.insert(0, str(ROOT))
+    from devstack.embedded import EmbeddedValkey
+    from devstack.gateway import GatewayServer
+
+    with EmbeddedValkey() as valkey_server, \
+            GatewayServer(redis_url=valkey_server.url, token=TOKEN) as gateway:
+        bench = Bench(gateway.url, valkey_server.url)
+        for step in (bench.submit_path, bench.reads, bench.drain_costs, bench.throughput,
+                     bench.cold_imports, bench.stalled_upstash):
+            step()
+    table = render(bench.rows)
+    out = ROOT / "bench" / "results.md"
+    out.write_text("# agent-rebalance budgets\n\n" + table)
+    print(table, end="")
+    print(f"written to {out.relative_to(ROOT)}")
+    return 0 if all(row.ok for row in bench.rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
