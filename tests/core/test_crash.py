@@ -26,6 +26,14 @@ def spawn_drain(env: dict[str, str], budget_s: float) -> subprocess.Popen[bytes]
     )
 
 
+def wait_for_work(backend: valkey.Valkey, timeout_s: float = 60) -> None:
+    """Until some drain holds a lease, i.e. is between a claim and its ack."""
+    deadline = time.monotonic() + timeout_s
+    while not backend.hlen(keys.leased_key(Q)):
+        assert time.monotonic() < deadline, "no drain started working"
+        time.sleep(0.02)
+
+
 def test_killed_drains_lose_nothing_and_count_once(
     rest: RestClient, backend: valkey.Valkey, env: dict[str, str]
 ) -> None:
@@ -47,7 +55,8 @@ def test_killed_drains_lose_nothing_and_count_once(
     kills = 0
     for _ in range(6):
         procs = [spawn_drain(drain_env, 30) for _ in range(2)]
-        time.sleep(rng.uniform(1.5, 2.5))  # a drain needs about a second to start
+        wait_for_work(backend)  # kill mid-work, however slowly the machine starts them
+        time.sleep(rng.uniform(0, 0.4))
         for proc in procs:
             time.sleep(rng.uniform(0, 0.2))
             proc.send_signal(signal.SIGKILL)
