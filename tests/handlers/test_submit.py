@@ -166,7 +166,8 @@ def test_request_logs_carry_the_lambda_request_id_and_no_token(
     log_handler.setFormatter(JsonFormatter())
     logger = logging.getLogger("handlers.http")
     logger.addHandler(log_handler)
-    old_level, logger.level = logger.level, logging.INFO
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
     try:
         headers = {**auth(), "Content-Type": "application/json"}
         context = LambdaContext()
