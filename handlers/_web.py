@@ -31,6 +31,7 @@ A handler module is a few sync functions and this glue:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -300,10 +301,25 @@ def create_handler(app: ASGIApp) -> Callable[[dict[str, Any], Any], dict[str, An
 
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         _configure_logging_once()
+        _ensure_event_loop()
         return mangum(event, context)
 
     handler.mangum = mangum  # type: ignore[attr-defined]
     return handler
+
+
+def _ensure_event_loop() -> None:
+    """Mangum runs each invocation on `asyncio.get_event_loop()`; give it one that is open.
+
+    Anything in the process that used `asyncio.run()` (which unsets the loop when it ends)
+    would otherwise make the next invocation fail with "no current event loop".
+    """
+    try:
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        loop = None
+    if loop is None or loop.is_closed():
+        asyncio.set_event_loop(asyncio.new_event_loop())
 
 
 _logging_ready = False
