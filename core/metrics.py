@@ -97,18 +97,18 @@ def record_job_timing(
 
 def failure_record(
     job_id: str, error: BaseException | str, context: Mapping[str, Any] | None = None,
-    payload: Any = None, now_ms: int | None = None,
+    payload: Any = None, now_ms: int | None = None, stack: str = "",
 ) -> str:
     """The JSON stored under `failed_key(job_id)`: error, stack trace, context, payload.
 
-    The same shape as the drain's records (`core.queue.failure_record`), so readers see one
-    format. Secrets are redacted from the error text and the stack, which may quote a URL.
+    The drain writes its records through this function too, so readers see one format.
+    Secrets are redacted from the error text and the stack, which may quote a URL.
     """
     if isinstance(error, BaseException):
         message = f"{type(error).__name__}: {error}"
         stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     else:
-        message, stack = str(error), ""
+        message = str(error)
     record = {
         "job_id": job_id,
         "error": redact(message)[:_FAILURE_TEXT_LIMIT],

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from core import keys
+from core import keys, metrics
 from core.jobs import Job, JobStatus, dumps, new_job_id, now_ms
 from core.redis import RedisClient, Script
 from core.settings import Settings
@@ -214,13 +214,11 @@ def status_record(
 
 
 def failure_record(job: Job, outcome: Outcome, now: int) -> str:
-    """The failure record: error, stack, context, payload (`metrics:…:failed:<id>`, 7 d)."""
-    return dumps({
-        "job_id": job.id, "error": outcome.error or "", "stack": outcome.stack or "",
-        "failed_at": now, "payload": job.payload,
-        "context": {"attempts": job.attempts, "queue": job.queue, "user_id": job.user_id,
-                    "outcome": outcome.kind},
-    })
+    """The failure record of a delivery (`metrics:…:failed:<id>`, 7 d), in metrics' format."""
+    context = {"attempts": job.attempts, "queue": job.queue, "user_id": job.user_id,
+               "outcome": outcome.kind}
+    return metrics.failure_record(job.id, outcome.error or "", context, job.payload, now,
+                                  outcome.stack or "")
 
 
 def list_dead(client: RedisClient, queue: str, limit: int = 100) -> list[Job]:
