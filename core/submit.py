@@ -39,6 +39,7 @@ from core.errors import (
 )
 from core.jobs import Job, JobStatus, dumps, new_job_id, status_view
 from core.jobs import now_ms as clock_ms
+from core.queue import status_record
 from core.rate_limit import retry_after_s
 from core.redis import RedisClient, Script
 from core.settings import Settings
@@ -109,7 +110,7 @@ def submit_job(
         script_keys.append(keys.idempotency_key(principal.user_id, idempotency_key))
     reply = _SUBMIT(client, script_keys, [
         now, settings.rate_limit_window_s * 1000, settings.rate_limit_max, job.id,
-        job.to_json(), _record_json(job, principal, now), settings.job_ttl_s,
+        job.to_json(), status_record(job, JobStatus.QUEUED, now), settings.job_ttl_s,
         keys.METRICS_TTL_S, keys.SUBMITTED, keys.RATE_LIMIT_BLOCKED,
         print_, dumps({"jobId": job.id, "fingerprint": print_}), IDEMPOTENCY_TTL_S,
     ])
@@ -122,13 +123,6 @@ def _new_job(principal: Principal, payload: dict[str, Any], now: int) -> Job:
         public_key=principal.public_key, attempts=0, created_at=now, enqueued_at=now,
         queue=keys.REQUEST_QUEUE,
     )
-
-
-def _record_json(job: Job, principal: Principal, now: int) -> str:
-    return dumps({
-        "id": job.id, "user_id": principal.user_id, "status": str(JobStatus.QUEUED),
-        "attempts": 0, "created_at": now, "updated_at": now,
-    })
 
 
 def _outcome(reply: Any) -> Submission:
