@@ -241,6 +241,30 @@ def test_bytecode_step_ran_with_the_runtime_python(build: Build) -> None:
     assert "does not compile" not in build.output
 
 
+def test_package_without_the_runtime_python_stops_with_advice(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """With no CPython 3.12 to be found, `sls package` fails before pip, naming the fix."""
+    tree = tmp_path_factory.mktemp("no-python") / "agent-rebalance"
+    tree.mkdir()
+    for name in ("serverless.yml", "requirements.txt"):
+        shutil.copy2(REPO / name, tree / name)
+    shutil.copytree(REPO / "deploy", tree / "deploy")
+    for name in (".venv", "node_modules"):
+        (tree / name).symlink_to(REPO / name, target_is_directory=True)
+    env = sls_environ(tmp_path_factory.mktemp("home"))
+    env["PYTHON312"] = str(tree / "missing" / "python3.12")
+    run = subprocess.run(
+        ["sls", "package"], cwd=tree, env=env, capture_output=True, text=True, timeout=120,
+        check=False,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output
+    assert "Packaging needs CPython 3.12" in output
+    assert "PYTHON312=" in output
+    assert not (tree / ".requirements-cache").exists()  # stopped before any pip run
+
+
 def _functions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {
         name: resource["Properties"] for name, resource in template["Resources"].items()
