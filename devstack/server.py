@@ -74,7 +74,9 @@ class GatewayServer:
 
         if self._thread is not None:
             return
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto must say TCP: asyncio sets TCP_NODELAY on accepted sockets only then, and
+        # without it every keep-alive request waits ~40 ms on a delayed ACK.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         # Accepted sockets inherit TCP_NODELAY: without it every response's body waits for the
         # client's delayed ACK of its headers, 40 ms per request on Linux.
