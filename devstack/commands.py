@@ -17,12 +17,7 @@
   serves them as Server-Sent Events, which this gateway does not implement).
 - `ReadOnlyPolicy`: the read-only token may run what the server flags `readonly` (plus PING,
   ECHO, TIME, SCRIPT EXISTS), never KEYS or SCAN; everything else gets Upstash's `NOPERM`.
-- `Scripts`: the Upstash-only `allow-key-locking` flag is stripped from `#!lua flags=...`
-  shebangs (EVAL, EVAL_RO, SCRIPT LOAD) and from `register_function` flags (FUNCTION LOAD),
-  since Valkey rejects it. Clients address a script by the SHA1 of the text they sent, so
-  the gateway maps that SHA to the stripped script's SHA for EVALSHA, EVALSHA_RO and
-  SCRIPT EXISTS, answers SCRIPT LOAD with the original SHA, and rewrites Valkey's
-  `NOSCRIPT` text to Upstash's `NOSCRIPT No matching script. Please use EVAL.`
+- Scripts: see `devstack.scripts` (the `allow-key-locking` flag and SHA bookkeeping).
 
 Not emulated: Upstash leniencies such as `ZRANGE ... LIMIT` without BYSCORE/BYLEX or
 `UNLINK` with no key; Valkey's stricter answer comes back as the error.
@@ -30,15 +25,12 @@ Not emulated: Upstash leniencies such as `ZRANGE ... LIMIT` without BYSCORE/BYLE
 
 from __future__ import annotations
 
-import hashlib
 import math
-import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote_plus, unquote_to_bytes
 
-from devstack.backend import Backend, BackendError, Reply
+from devstack.backend import Backend, BackendError
 
 Args = list[bytes]
 
@@ -144,7 +136,7 @@ def refusal(args: Sequence[bytes]) -> str | None:
         return f"ERR Command is not available over REST: '{name}'; use /multi-exec"
     if name in _CONNECTION_STATE:
         return f"ERR Command is not available over REST: '{name}' changes connection state"
-    if name in _ADMIN or (name == "CONFIG" and _subcommand(args) != "GET"):
+    if name in _ADMIN or (name == "CONFIG" and subcommand(args) != "GET"):
         return f"ERR Command is not available over REST: '{name}'"
     return None
 
@@ -159,7 +151,7 @@ def _has_block_option(args: Sequence[bytes]) -> bool:
     return False
 
 
-def _subcommand(args: Sequence[bytes]) -> str:
+def subcommand(args: Sequence[bytes]) -> str:
     return args[1].decode("utf-8", errors="replace").upper() if len(args) > 1 else ""
 
 
@@ -186,7 +178,7 @@ class ReadOnlyPolicy:
         assert self._readonly is not None
         name = command_name(args)
         if name in self._containers and len(args) > 1:
-            name = f"{name}|{_subcommand(args)}"
+            name = f"{name}|{subcommand(args)}"
         if name in _READ_ONLY_DENIED or (
             name not in self._readonly and name not in _READ_ONLY_EXTRA
         ):
@@ -217,111 +209,3 @@ class ReadOnlyPolicy:
 def _flagged_readonly(entry: list[Any]) -> bool:
     flags = {bytes(f).lower() for f in entry[2]}
     return b"readonly" in flags and b"write" not in flags
-
-
-# -- scripts --------------------------------------------------------------------------------
-
-UPSTASH_NOSCRIPT = "NOSCRIPT No matching script. Please use EVAL."
-_KEY_LOCKING = b"allow-key-locking"
-_FUNCTION_FLAG = re.compile(rb"""(['"])allow-key-locking\1\s*,?\s*""")
-
-
-def sha1_hex(text: bytes) -> str:
-    return hashlib.sha1(text).hexdigest()
-
-
-def strip_script_flag(script: bytes) -> bytes:
-    """The script without `allow-key-locking` in its shebang; other flags stay."""
-    if not script.startswith(b"#!"):
-        return script
-    first, newline, rest = script.partition(b"\n")
-    words = first.rstrip(b"\r").split(b" ")
-    if not any(_KEY_LOCKING in _flags(w) for w in words):
-        return script
-    kept: list[bytes] = []
-    for word in words:
-        if word.startswith(b"flags="):
-            flags = [f for f in _flags(word) if f and f != _KEY_LOCKING]
-            if not flags:
-                continue  # `#!lua` alone is valid; an empty `flags=` may not be
-            word = b"flags=" + b",".join(flags)
-        kept.append(word)
-    ending = b"\r" if first.endswith(b"\r") else b""
-    return b" ".join(kept) + ending + newline + rest
-
-
-def _flags(word: bytes) -> list[bytes]:
-    return word[len(b"flags="):].split(b",") if word.startswith(b"flags=") else []
-
-
-def strip_function_flag(library: bytes) -> bytes:
-    """A FUNCTION LOAD library without `'allow-key-locking'` in its `flags={...}` tables.
-
-    Lua accepts a trailing separator, so `{'no-writes', 'allow-key-locking'}` becomes
-    `{'no-writes', }` and `{'allow-key-locking'}` becomes `{}`: both valid.
-    """
-    return _FUNCTION_FLAG.sub(b"", library)
-
-
-@dataclass
-class Prepared:
-    """A command as sent to the server, and how to present the server's reply."""
-
-    args: Args
-    finish: Callable[[Reply], Reply]
-
-
-class Scripts:
-    """SHA bookkeeping between the scripts clients send and the ones Valkey accepts."""
-
-    def __init__(self) -> None:
-        self._to_server: dict[str, str] = {}  # sha1(original) -> sha1(stripped)
-        self._to_client: dict[str, str] = {}  # the reverse, for error texts
-
-    def prepare(self, args: Args) -> Prepared:
-        """Rewrite script commands; any other command passes unchanged."""
-        name = command_name(args)
-        sub = _subcommand(args)
-        if name in ("EVAL", "EVAL_RO") and len(args) > 1:
-            args = [args[0], self._register(args[1]), *args[2:]]
-        elif name in ("EVALSHA", "EVALSHA_RO") and len(args) > 1:
-            args = [args[0], self._server_sha(args[1]), *args[2:]]
-        elif name == "SCRIPT" and sub == "LOAD" and len(args) == 3:
-            original = sha1_hex(args[2]).encode()
-            args = [args[0], args[1], self._register(args[2])]
-            return Prepared(args, lambda r: self._fix_error(r) if _is_error(r) else original)
-        elif name == "SCRIPT" and sub == "EXISTS":
-            args = [*args[:2], *(self._server_sha(a) for a in args[2:])]
-        elif name == "SCRIPT" and sub == "FLUSH":
-            self._to_server.clear()
-            self._to_client.clear()
-        elif name == "FUNCTION" and sub == "LOAD":
-            args = [*args[:-1], strip_function_flag(args[-1])]
-        return Prepared(args, self._fix_error)
-
-    def _register(self, script: bytes) -> bytes:
-        stripped = strip_script_flag(script)
-        if stripped is not script:
-            original, server = sha1_hex(script), sha1_hex(stripped)
-            self._to_server[original] = server
-            self._to_client[server] = original
-        return stripped
-
-    def _server_sha(self, sha: bytes) -> bytes:
-        text = sha.decode("ascii", errors="replace").lower()
-        return self._to_server.get(text, text).encode()
-
-    def _fix_error(self, reply: Reply) -> Reply:
-        if not _is_error(reply):
-            return reply
-        text = str(reply)
-        if text.startswith("NOSCRIPT"):
-            return BackendError(UPSTASH_NOSCRIPT)
-        for server, original in self._to_client.items():
-            if server in text:  # Valkey names the script by the SHA it ran
-                text = text.replace(server, original)
-        return BackendError(text)
-
-
-def _is_error(reply: Reply) -> bool:
-    return isinstance(reply, BackendError)

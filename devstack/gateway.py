@@ -45,16 +45,15 @@ from starlette.types import Receive, Scope, Send
 
 from devstack.backend import Backend, BackendUnavailable, QueueError, Reply
 from devstack.commands import (
-    Prepared,
     ReadOnlyPolicy,
     RequestError,
-    Scripts,
     parse_command,
     parse_pipeline,
     path_command,
     refusal,
 )
 from devstack.resp import encode_entry
+from devstack.scripts import Prepared, Scripts
 from devstack.server import GatewayServer
 
 __all__ = ["DEFAULT_MAX_REQUEST_BYTES", "GatewayServer", "create_app"]

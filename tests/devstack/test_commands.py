@@ -1,4 +1,4 @@
-"""Pure functions of `devstack.commands`: argument parsing, refusals, script rewriting."""
+"""Pure functions of `devstack.commands` and `devstack.scripts`: parsing, refusals, scripts."""
 
 from __future__ import annotations
 
@@ -7,16 +7,8 @@ import hashlib
 import pytest
 
 from devstack.backend import BackendError
-from devstack.commands import (
-    UPSTASH_NOSCRIPT,
-    RequestError,
-    Scripts,
-    path_command,
-    refusal,
-    strip_function_flag,
-    strip_script_flag,
-    to_arg,
-)
+from devstack.commands import RequestError, path_command, refusal, to_arg
+from devstack.scripts import UPSTASH_NOSCRIPT, Scripts, strip_function_flag, strip_script_flag
 
 
 @pytest.mark.parametrize(
