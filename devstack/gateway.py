@@ -118,7 +118,8 @@ class Gateway:
         if method not in _METHODS:
             raise Reject(405, "Method Not Allowed", {"Allow": ", ".join(_METHODS)})
         role = self._authenticate(request)
-        path = b"/" + request.scope.get("raw_path", request.url.path.encode()).lstrip(b"/")
+        raw_path = request.scope.get("raw_path") or request.url.path.encode()
+        path = b"/" + raw_path.lstrip(b"/")  # "//pipeline": a base URL ending in "/"
         query = request.scope.get("query_string", b"")
         body = await self._read_body(request, len(path) + len(query))
         response_format = request.headers.get("upstash-response-format", "json").lower()
