@@ -31,8 +31,12 @@ VENV = REPO / ".venv"
 _PROJECT_VARIABLES = {f.name.upper() for f in fields(Settings)}
 
 
-def sls_environ(home: Path) -> dict[str, str]:
-    """The environment `sls` runs in, as the Makefile sets it up, minus the caller's settings."""
+def sls_environ(home: Path | None = None) -> dict[str, str]:
+    """The environment `sls` runs in, as the Makefile sets it up, minus the caller's settings.
+
+    `home` replaces HOME (osls keeps caches there); None keeps the caller's, with its pip
+    configuration (index mirrors) that a package build must see like `make package` does.
+    """
     missing = [str(p) for p in (SLS, VENV / "bin" / "python3") if not p.exists()]
     assert not missing, f"missing {missing}: run `make install` (npm ci and the virtualenv)"
     assert shutil.which("node"), "node is not on PATH: the sls CLI needs Node.js 20+"
@@ -43,8 +47,9 @@ def sls_environ(home: Path) -> dict[str, str]:
     pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
     if pyenv_root.is_dir():
         env["PYENV_ROOT"] = str(pyenv_root)  # deploy/python.js still finds pyenv's 3.12
+    if home is not None:
+        env["HOME"] = str(home)
     env.update(
-        HOME=str(home),
         VIRTUAL_ENV=str(VENV),
         PATH=os.pathsep.join([str(VENV / "bin"), str(SLS.parent), env.get("PATH", "")]),
         AWS_EC2_METADATA_DISABLED="true",

@@ -79,8 +79,11 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Build]:
     stale = tree / "core" / "__pycache__" / "settings.cpython-311.pyc"
     stale.parent.mkdir()
     stale.write_bytes(b"stale bytecode of another interpreter")
+    env = sls_environ()
+    for name in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL"):  # a user's top-level make, not a sub-make
+        env.pop(name, None)
     run = subprocess.run(
-        ["make", "package"], cwd=tree, env=sls_environ(tmp_path_factory.mktemp("home")),
+        ["make", "package"], cwd=tree, env=env,
         capture_output=True, text=True, timeout=400, check=False,
     )
     output = run.stdout + run.stderr
