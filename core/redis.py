@@ -99,7 +99,11 @@ class RestClient:
             pipe = self._sdk.pipeline()
             for command in commands:
                 pipe.execute(list(command))  # `execute` queues; `exec` sends
-            return pipe.exec()
+            try:
+                return pipe.exec()
+            except (AttributeError, TypeError) as exc:
+                # One `{"error"}` object instead of an array (a 401, say): the SDK trips on it.
+                raise UpstashError("Upstash rejected the pipeline as a whole") from exc
 
         return self._call(send, safe)
 

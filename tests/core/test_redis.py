@@ -117,3 +117,12 @@ def test_the_tcp_client_speaks_the_same_protocol(stack: Stack, backend: valkey.V
     assert Script("purge.lua")(client, ["dead"]) == 1
     assert client.pipeline([["SET", "a", "1"], ["GET", "a"]])[1] == "1"
     client.close()
+
+
+def test_a_rejected_pipeline_is_the_typed_error(stack: Stack) -> None:
+    """A 401 on /pipeline is one error object, not an array: still our UpstashError."""
+    client = RestClient(stack.url, "wrong-token", retries=0)
+    with pytest.raises(UpstashError):
+        client.pipeline([["GET", "a"], ["GET", "b"]])
+    with pytest.raises(UpstashError, match="Unauthorized"):
+        client.execute(["GET", "a"])
