@@ -35,9 +35,9 @@ def _token(stack: Stack, sub: str = USER) -> str:
     return mint_token(sub, PUBLIC_KEY, stack.env()["AUTH_JWT_SECRET"])
 
 
-def _submit(sls: Sls, stack: Stack, event: dict[str, Any]) -> str:
+def _submit(sls: Sls, stack: Stack, event: dict[str, Any], **env: str) -> str:
     """Invoke submit; assert the whole 202 answer; return the job id."""
-    answer = sls.invoke("submit", event, stack.env())
+    answer = sls.invoke("submit", event, stack.env(**env))
     assert answer.status == 202, answer.output
     body = answer.json()
     assert body == {
@@ -105,7 +105,7 @@ def test_authorizer_claims_event_needs_no_bearer_token(
     event = load_event("submit-authorizer.json")
     assert "authorization" not in event["headers"]
     trusted = {"AUTH_TRUST_AUTHORIZER": "true"}
-    job_id = _submit_with(sls, stack, event, trusted)
+    job_id = _submit(sls, stack, event, **trusted)
 
     # The claims' `sub` owns the job: a status read with the same claims finds it.
     status_event = for_job(load_event("status.json"), job_id)
@@ -116,12 +116,6 @@ def test_authorizer_claims_event_needs_no_bearer_token(
     answer = sls.invoke("status", status_event, stack.env(**trusted))
     assert answer.status == 200, answer.output
     assert answer.json()["status"] == "queued"
-
-
-def _submit_with(sls: Sls, stack: Stack, event: dict[str, Any], env: dict[str, str]) -> str:
-    answer = sls.invoke("submit", event, stack.env(**env))
-    assert answer.status == 202, answer.output
-    return str(answer.json()["jobId"])
 
 
 def test_sample_event_token_is_expired_and_refused(
