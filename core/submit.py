@@ -17,7 +17,8 @@ Without a key an accepted submit bills at most 9 commands: EVALSHA, GET + SET of
 log, LPUSH, ZADD, SET, INCRBY (+ EXPIRE on the day's first job), HINCRBY.
 
 `get_status` reads a job's record and its lease in one pipeline; unknown ids, malformed ids
-and other users' jobs are the same `NotFoundError`.
+and other users' jobs are the same `NotFoundError`. `watch_status` is the long poll behind
+`?wait=N`: it reads again, with backoff, until the status moves or the wait is over.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,6 +158,45 @@ def get_status(client: RedisClient, user_id: str, job_id: str) -> dict[str, Any]
     if record is None or record.get("user_id") != user_id or "id" not in record:
         raise _not_found()
     return status_view(record, _json_object(raw_leased))
+
+
+TERMINAL = frozenset({str(JobStatus.SUCCEEDED), str(JobStatus.DEAD)})
+MAX_WAIT_S = 5  # inside the status Lambda's 10 s, with room for a slow last read
+_STATUSES = tuple(str(s) for s in JobStatus)
+
+
+def parse_watch(wait: str | None, since: str | None) -> tuple[int, str | None]:
+    """`?wait=` (whole seconds, 0..5) and `?since=` (a status) or a `ValidationError`."""
+    seconds = 0
+    if wait is not None:
+        if not wait.isdigit() or int(wait) > MAX_WAIT_S:
+            raise ValidationError(f"wait must be a whole number of seconds from 0 to {MAX_WAIT_S}")
+        seconds = int(wait)
+    if since is not None and since not in _STATUSES:
+        raise ValidationError("since must be one of " + ", ".join(_STATUSES))
+    return seconds, since
+
+
+def watch_status(
+    client: RedisClient, user_id: str, job_id: str, wait_s: float, since: str | None = None,
+    *, sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """The status once it differs from `since` (default: the status at the first read), is
+    final, or `wait_s` has passed. Reads back off from 200 ms to 1 s: a watched job costs a
+    few round trips a second at most, an unwatched read exactly one."""
+    view = get_status(client, user_id, job_id)
+    baseline = since or view["status"]
+    deadline = clock() + wait_s
+    pause = 0.2
+    while view["status"] == baseline and view["status"] not in TERMINAL:
+        left = deadline - clock()
+        if left <= 0:
+            break
+        sleep(min(pause, left))
+        pause = min(pause * 1.5, 1.0)
+        view = get_status(client, user_id, job_id)
+    return view
 
 
 def _json_object(raw: Any) -> dict[str, Any] | None:

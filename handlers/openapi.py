@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 TITLE = "agent-rebalance"
+_STATUSES = ("queued", "processing", "retrying", "succeeded", "dead")
 VERSION = "0.1.0"
 
 _ERROR_CODES = {
@@ -147,11 +148,21 @@ def _status() -> dict[str, Any]:
         "operationId": "getRebalanceStatus",
         "summary": "A job's status (its owner only)",
         "security": [{"bearerAuth": []}],
-        "parameters": [{"name": "jobId", "in": "path", "required": True,
-                        "schema": {"type": "string"}}],
+        "description": "With `wait`, a long poll: answers once the status differs from "
+                       "`since` (default: the status when the request came) or is final, "
+                       "or when the wait is over.",
+        "parameters": [
+            {"name": "jobId", "in": "path", "required": True, "schema": {"type": "string"}},
+            {"name": "wait", "in": "query", "required": False,
+             "schema": {"type": "integer", "minimum": 0, "maximum": 5, "default": 0},
+             "description": "Seconds to wait for a change of status."},
+            {"name": "since", "in": "query", "required": False,
+             "schema": {"type": "string", "enum": list(_STATUSES)},
+             "description": "The status the client already knows."},
+        ],
         "responses": {
             "200": {"description": "The job's status.", "content": _json(_ref("JobStatus"))},
-            **_errors("401", "404", "503"),
+            **_errors("401", "404", "422", "503"),
         },
     }}
 

@@ -1,11 +1,17 @@
-"""`GET /api/agent/rebalance/{jobId}`: a job's status, for its owner only."""
+"""`GET /api/agent/rebalance/{jobId}[?wait=N&since=STATUS]`: a job's status, owner only.
+
+Without `wait` it is one read. With `wait` (1..5 s) it is a long poll for clients that watch
+a job live: the answer comes as soon as the status differs from `since` (default: the
+status at the first read) or is final, or when the wait is over. API Gateway cannot stream
+a Lambda's answer, so watching is a loop of long polls.
+"""
 
 from __future__ import annotations
 
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from core.submit import get_status
+from core.submit import parse_watch, watch_status
 from handlers import _web
 
 STATUS_PATH = "/api/agent/rebalance/{jobId}"
@@ -15,7 +21,9 @@ def status(call: _web.Call) -> Response:
     """Authenticate, then read the job (unknown and foreign ids are the same 404)."""
     principal = call.principal()
     job_id = call.request.path_params["jobId"]
-    return JSONResponse(get_status(call.client, principal.user_id, job_id))
+    query = call.request.query_params
+    wait_s, since = parse_watch(query.get("wait"), query.get("since"))
+    return JSONResponse(watch_status(call.client, principal.user_id, job_id, wait_s, since))
 
 
 routes = [Route(STATUS_PATH, _web.endpoint(status), methods=["GET"], name="status")]
