@@ -106,14 +106,14 @@ class Bench:
 
         self.backend.flushall()
         policy, q = QueuePolicy(), keys.REQUEST_QUEUE
-        queue.enqueue(self.client, q, {})
+        queue.enqueue(q, {}, client=self.client)
         queue.ack(self.client, q, [Outcome(j, "ok", 1.0)
                                    for j in queue.claim(self.client, q, 5, policy).jobs], policy)
         _, idle = self.cost(lambda: queue.has_due_work(self.client, q))
         self.add("billed commands per idle drain poll", "1", idle, idle == 1)
         for size in (10, 100):
             for i in range(size):
-                queue.enqueue(self.client, q, {"i": i})
+                queue.enqueue(q, {"i": i}, client=self.client)
 
             def batch(n: int = size) -> None:
                 jobs = queue.claim(self.client, q, n, policy).jobs

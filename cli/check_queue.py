@@ -23,7 +23,7 @@ def run_checks(settings: Settings) -> list[tuple[str, bool, str]]:
     results: list[tuple[str, bool, str]] = []
     marker = {"check": "queue", "at": time.time()}
     try:
-        job_id = queue.enqueue(client, SCRATCH, marker, policy=policy)
+        job_id = queue.enqueue(SCRATCH, marker, policy=policy, client=client)
         results.append(("queue enqueue", True, job_id))
         claimed = queue.claim(client, SCRATCH, 1, policy).jobs
         same = len(claimed) == 1 and claimed[0].id == job_id and claimed[0].payload == marker

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from core import keys, metrics
 from core.jobs import Job, JobStatus, dumps, new_job_id, now_ms
-from core.redis import RedisClient, Script
+from core.redis import RedisClient, Script, get_client
 from core.settings import Settings
 
 OutcomeKind = Literal["ok", "retry", "dead", "release"]
@@ -102,17 +102,22 @@ def backoff_ms(
 
 
 def enqueue(
-    client: RedisClient,
     queue: str,
     data: Any,
     *,
+    client: RedisClient | None = None,
     user_id: str = "",
     public_key: str = "",
     job_id: str | None = None,
     now: int | None = None,
     policy: QueuePolicy | None = None,
 ) -> str:
-    """Add `data` (any JSON value) to `queue`; returns the new job id. One round trip."""
+    """Add `data` (any JSON value) to `queue`; returns the new job id. One round trip.
+
+    The original system's `enqueue(queue, data) -> job_id`: without `client`, the
+    process-wide REST client of the environment's Upstash.
+    """
+    client = client or get_client()
     now = now_ms() if now is None else now
     job = Job(id=job_id or new_job_id(), payload=data, user_id=user_id, public_key=public_key,
               created_at=now, enqueued_at=now, queue=keys.queue_key(queue))

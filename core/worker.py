@@ -17,13 +17,15 @@ from typing import Any
 from core.jobs import Job
 from core.log import event, get_logger
 from core.processors import run_job
-from core.queue import Outcome, QueuePolicy, ack, claim
+from core.queue import Outcome, QueuePolicy, ack, claim, enqueue
 from core.redis import RedisClient, TcpClient, get_client, make_tcp_client
 from core.settings import get_settings
 
 log = get_logger(__name__)
 
 Handler = Callable[[Job], Any]
+
+__all__ = ["PollingWorker", "dequeue_once", "enqueue", "start_polling_worker"]
 
 
 def dequeue_once(

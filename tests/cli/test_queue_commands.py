@@ -29,7 +29,7 @@ def test_drain_prints_its_summary_last_as_one_json_line(
     rest: RestClient, env: dict[str, str], backend: valkey.Valkey
 ) -> None:
     for i in range(3):
-        queue.enqueue(rest, Q, {"i": i})
+        queue.enqueue(Q, {"i": i}, client=rest)
     done = rebalance({**env, "REBALANCE_PROCESSOR": "core.processors.simulated:noop",
                       "DRAIN_IDLE_EXIT_MS": "200"}, "drain", "--budget-seconds", "10")
     assert done.returncode == 0, done.stderr
@@ -49,7 +49,7 @@ def test_dlq_list_replay_and_purge(
     rest: RestClient, env: dict[str, str], backend: valkey.Valkey
 ) -> None:
     one = QueuePolicy(max_attempts=1)
-    ids = [queue.enqueue(rest, Q, {"i": i}, user_id="u") for i in range(3)]
+    ids = [queue.enqueue(Q, {"i": i}, user_id="u", client=rest) for i in range(3)]
     jobs = queue.claim(rest, Q, 3, one).jobs
     queue.ack(rest, Q, [Outcome(j, "dead", 1.0, error="broken") for j in jobs], one)
 
@@ -78,7 +78,7 @@ def test_worker_finishes_the_job_in_hand_on_sigterm(
     rest: RestClient, env: dict[str, str], backend: valkey.Valkey
 ) -> None:
     """SIGTERM while a 1.5 s job runs: the job still succeeds and the worker exits 0."""
-    job_id = queue.enqueue(rest, Q, {"slow": True})
+    job_id = queue.enqueue(Q, {"slow": True}, client=rest)
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "worker"],
         env={**os.environ, **env, "REBALANCE_PROCESSOR": "core.processors.simulated:process",

@@ -48,7 +48,7 @@ def test_killed_drains_lose_nothing_and_count_once(
     Every job ends `succeeded`, the succeeded counters equal the number of distinct jobs,
     and nothing is left queued, leased or delayed.
     """
-    ids = [queue.enqueue(rest, Q, {"i": i}) for i in range(JOBS)]
+    ids = [queue.enqueue(Q, {"i": i}, client=rest) for i in range(JOBS)]
     drain_env = {
         **os.environ, **env,
         "REBALANCE_PROCESSOR": "core.processors.simulated:process",

@@ -41,7 +41,7 @@ def test_drain_processes_everything_and_reports(
     rest: RestClient, backend: valkey.Valkey, policy: QueuePolicy
 ) -> None:
     """25 jobs, batches of 10: all succeed, results stored, summary adds up."""
-    ids = [queue.enqueue(rest, Q, {"i": i}) for i in range(25)]
+    ids = [queue.enqueue(Q, {"i": i}, client=rest) for i in range(25)]
     summary = run(rest, lambda job: {"double": job.payload["i"] * 2}, policy)
     assert (summary["claimed"], summary["succeeded"], summary["batches"]) == (25, 25, 3)
     assert summary["stopReason"] == "idle" and summary["roundTrips"] >= 6
@@ -59,7 +59,7 @@ def test_outcomes_of_each_processor_answer(
         "error": lambda: 1 / 0, "permanent": lambda: (_ for _ in ()).throw(
             PermanentJobError("bad portfolio")),
     }
-    ids = {name: queue.enqueue(rest, Q, {"answer": name}) for name in answers}
+    ids = {name: queue.enqueue(Q, {"answer": name}, client=rest) for name in answers}
     summary = run(rest, lambda job: answers[job.payload["answer"]](),
                   QueuePolicy(max_attempts=5, retry_base_ms=60_000, retry_max_ms=60_000))
     assert (summary["succeeded"], summary["retried"], summary["dead"]) == (2, 2, 1)
@@ -82,7 +82,7 @@ def test_async_processors_and_retries_until_dead(
         await asyncio.sleep(0)
         raise RuntimeError("upstream down")
 
-    job_id = queue.enqueue(rest, Q, {})
+    job_id = queue.enqueue(Q, {}, client=rest)
     run(rest, failing, QueuePolicy(max_attempts=4, retry_base_ms=1, retry_max_ms=2))
     assert calls == [1, 2, 3, 4]
     assert status_of(backend, job_id)["status"] == "dead"
@@ -104,7 +104,7 @@ def test_a_batch_runs_concurrently_up_to_the_limit(rest: RestClient, policy: Que
             running -= 1
 
     for i in range(10):
-        queue.enqueue(rest, Q, {"i": i})
+        queue.enqueue(Q, {"i": i}, client=rest)
     options = DrainOptions(**{**FAST.__dict__, "concurrency": 4})
     assert run(rest, slow, policy, options=options)["succeeded"] == 10
     assert peak == 4
@@ -114,7 +114,7 @@ def test_the_drain_returns_inside_its_budget_with_a_slow_processor(
     rest: RestClient, backend: valkey.Valkey
 ) -> None:
     """A processor that would run for a minute is cut at the budget; the job is retried."""
-    job_id = queue.enqueue(rest, Q, {})
+    job_id = queue.enqueue(Q, {}, client=rest)
     context = FakeContext(1500)
     options = DrainOptions(**{**FAST.__dict__, "safety_margin_ms": 500, "idle_exit_ms": None})
 
@@ -134,7 +134,7 @@ def test_jobs_not_started_before_the_deadline_are_released(
 ) -> None:
     """Concurrency 1 and a budget for one job: the others go back untouched."""
     for i in range(3):
-        queue.enqueue(rest, Q, {"i": i})
+        queue.enqueue(Q, {"i": i}, client=rest)
 
     async def sleepy(job: Job) -> None:
         await asyncio.sleep(5)
@@ -174,7 +174,7 @@ def test_two_concurrent_drains_never_run_the_same_job(
     rest: RestClient, settings: Settings
 ) -> None:
     """Each job is processed once while its lease holds, whichever drain claims it."""
-    ids = {queue.enqueue(rest, Q, {"i": i}) for i in range(80)}
+    ids = {queue.enqueue(Q, {"i": i}, client=rest) for i in range(80)}
     seen: list[str] = []
     lock = threading.Lock()
 
@@ -208,7 +208,7 @@ def test_handler_runs_the_configured_processor(
     monkeypatch.setenv("SIM_LATENCY_MS", "1")
     monkeypatch.setenv("DRAIN_IDLE_EXIT_MS", "100")
     monkeypatch.setenv("DRAIN_SAFETY_MARGIN_MS", "100")
-    job_id = queue.enqueue(rest, Q, {"portfolio": "p1"}, user_id="u1")
+    job_id = queue.enqueue(Q, {"portfolio": "p1"}, user_id="u1", client=rest)
     summary = drain_handler.handler({"source": "aws.events"}, FakeContext(5000))
     assert summary["succeeded"] == 1 and summary["stopReason"] == "idle"
     assert status_of(backend, job_id)["result"] == {"rebalanced": True, "attempts": 1}
@@ -222,7 +222,7 @@ def test_handler_fails_fast_on_a_bad_processor(
     from handlers import drain as drain_handler
 
     monkeypatch.setenv("REBALANCE_PROCESSOR", "no_such_module:process")
-    queue.enqueue(rest, Q, {})
+    queue.enqueue(Q, {}, client=rest)
     with pytest.raises(ConfigError, match="REBALANCE_PROCESSOR"):
         drain_handler.handler({}, FakeContext(2000))
     assert queue.depth(rest, Q)["queued"] == 1

@@ -24,7 +24,7 @@ def ok(jobs: list[Job], ms: float = 1.0) -> list[Outcome]:
 
 def test_single_consumer_gets_jobs_in_fifo_order(rest: RestClient, policy: QueuePolicy) -> None:
     """Jobs come out in the order they went in, across batch boundaries."""
-    ids = [queue.enqueue(rest, Q, {"n": i}) for i in range(25)]
+    ids = [queue.enqueue(Q, {"n": i}, client=rest) for i in range(25)]
     seen: list[str] = []
     while batch := queue.claim(rest, Q, 10, policy).jobs:
         seen += [job.id for job in batch]
@@ -36,7 +36,7 @@ def test_enqueue_stores_a_queued_record_with_a_day_ttl(
     rest: RestClient, backend: valkey.Valkey
 ) -> None:
     """The status record exists at once, `queued`, and expires within 24 h."""
-    job_id = queue.enqueue(rest, Q, {"a": 1}, user_id="u")
+    job_id = queue.enqueue(Q, {"a": 1}, user_id="u", client=rest)
     record = json.loads(backend.get(keys.job_key(job_id)))
     assert record["status"] == "queued" and record["attempts"] == 0
     assert 0 < backend.ttl(keys.job_key(job_id)) <= 24 * 3600
@@ -46,7 +46,7 @@ def test_payload_survives_the_round_trip_exactly(rest: RestClient, policy: Queue
     """Empty lists, long numbers and unicode are not re-encoded by the Lua scripts."""
     payload = {"empty": [], "obj": {}, "big": 12345678901234567890, "pi": 3.141592653589793,
                "text": "Grüße ✓ \n", "nested": [[], [1, {"x": []}]]}
-    queue.enqueue(rest, Q, payload)
+    queue.enqueue(Q, payload, client=rest)
     (job,) = queue.claim(rest, Q, 5, policy).jobs
     assert job.payload == payload
 
@@ -67,7 +67,7 @@ def test_has_due_work_sees_queued_jobs_and_nothing_else(
 ) -> None:
     """Empty: no work. Enqueued: work. All leased (lease running): no work."""
     assert not queue.has_due_work(rest, Q)
-    queue.enqueue(rest, Q, {})
+    queue.enqueue(Q, {}, client=rest)
     assert queue.has_due_work(rest, Q)
     assert len(queue.claim(rest, Q, 10, policy).jobs) == 1
     assert not queue.has_due_work(rest, Q)
@@ -76,7 +76,7 @@ def test_has_due_work_sees_queued_jobs_and_nothing_else(
 def test_an_expired_lease_is_delivered_again(rest: RestClient) -> None:
     """A consumer that never acks loses its lease; the next claim gets the job back."""
     short = QueuePolicy(lease_ms=150, max_attempts=5)
-    job_id = queue.enqueue(rest, Q, {"x": 1})
+    job_id = queue.enqueue(Q, {"x": 1}, client=rest)
     first = queue.claim(rest, Q, 1, short).jobs[0]
     assert queue.claim(rest, Q, 1, short).jobs == []
     time.sleep(0.25)
@@ -92,7 +92,7 @@ def test_a_late_ack_of_an_expired_lease_changes_nothing(
 ) -> None:
     """Only the current delivery's ack counts: success is recorded exactly once."""
     short = QueuePolicy(lease_ms=100, max_attempts=5)
-    queue.enqueue(rest, Q, {})
+    queue.enqueue(Q, {}, client=rest)
     stale = queue.claim(rest, Q, 1, short).jobs
     time.sleep(0.2)
     fresh = queue.claim(rest, Q, 1, short).jobs
@@ -109,7 +109,7 @@ def test_retry_waits_for_its_backoff_then_comes_back(
 ) -> None:
     """A failed delivery is `retrying` with its error and is not claimable before it is due."""
     slow = QueuePolicy(lease_ms=10_000, max_attempts=5, retry_base_ms=300, retry_max_ms=300)
-    job_id = queue.enqueue(rest, Q, {})
+    job_id = queue.enqueue(Q, {}, client=rest)
     job = queue.claim(rest, Q, 1, slow).jobs[0]
     queue.ack(rest, Q, [Outcome(job, "retry", 2.0, error="ValueError: nope")], slow)
     record = json.loads(backend.get(keys.job_key(job_id)))
@@ -124,7 +124,7 @@ def test_dead_letter_after_the_last_attempt_with_a_failure_record(
     rest: RestClient, backend: valkey.Valkey, policy: QueuePolicy
 ) -> None:
     """Every delivery counts; the last failure moves the job to the dead-letter list."""
-    job_id = queue.enqueue(rest, Q, {"p": 1}, user_id="alice")
+    job_id = queue.enqueue(Q, {"p": 1}, user_id="alice", client=rest)
     for attempt in range(1, policy.max_attempts + 1):
         time.sleep(0.01)
         (job,) = queue.claim(rest, Q, 1, policy).jobs
@@ -148,7 +148,7 @@ def test_a_lease_that_expires_on_the_last_attempt_dead_letters(
 ) -> None:
     """A job whose consumers keep dying is not retried forever."""
     fragile = QueuePolicy(lease_ms=50, max_attempts=2)
-    job_id = queue.enqueue(rest, Q, {})
+    job_id = queue.enqueue(Q, {}, client=rest)
     for _ in range(2):
         assert queue.claim(rest, Q, 1, fragile).jobs
         time.sleep(0.08)
@@ -161,7 +161,7 @@ def test_release_puts_an_unstarted_job_back_uncounted(
     rest: RestClient, backend: valkey.Valkey, policy: QueuePolicy
 ) -> None:
     """A released job is queued again with the same attempt count, and no metric moves."""
-    queue.enqueue(rest, Q, {})
+    queue.enqueue(Q, {}, client=rest)
     (job,) = queue.claim(rest, Q, 1, policy).jobs
     queue.ack(rest, Q, [Outcome(job, "release")], policy)
     (again,) = queue.claim(rest, Q, 1, policy).jobs
@@ -174,7 +174,7 @@ def test_replay_resets_attempts_and_purge_empties(
 ) -> None:
     """Replayed jobs are `queued` with attempts 0; unknown ids are not replayed."""
     one = QueuePolicy(max_attempts=1)
-    ids = [queue.enqueue(rest, Q, {"i": i}) for i in range(3)]
+    ids = [queue.enqueue(Q, {"i": i}, client=rest) for i in range(3)]
     jobs = queue.claim(rest, Q, 3, one).jobs
     queue.ack(rest, Q, [Outcome(j, "dead", 1.0, error="x") for j in jobs], one)
     assert queue.replay(rest, Q, [ids[1], "0" * 32]) == [ids[1]]
@@ -192,7 +192,7 @@ def test_a_batch_costs_two_round_trips_whatever_its_size(
 ) -> None:
     """Claim and ack are one REST request each."""
     for i in range(batch):
-        queue.enqueue(rest, Q, {"i": i})
+        queue.enqueue(Q, {"i": i}, client=rest)
     before = rest.round_trips
     jobs = queue.claim(rest, Q, batch, policy).jobs
     queue.ack(rest, Q, ok(jobs), policy)
@@ -204,13 +204,13 @@ def test_billed_commands_idle_poll_and_drained_job(
     rest: RestClient, backend: valkey.Valkey, policy: QueuePolicy
 ) -> None:
     """An idle poll bills 1 command; a drained job at batch 10 bills at most 4."""
-    queue.enqueue(rest, Q, {})
+    queue.enqueue(Q, {}, client=rest)
     queue.ack(rest, Q, ok(queue.claim(rest, Q, 5, policy).jobs), policy)  # scripts now cached
     with billed(backend) as idle:
         assert not queue.has_due_work(rest, Q)
     assert idle.total == 1, idle.by_command
     for i in range(10):
-        queue.enqueue(rest, Q, {"i": i})
+        queue.enqueue(Q, {"i": i}, client=rest)
     with billed(backend) as drained:
         jobs = queue.claim(rest, Q, 10, policy).jobs
         queue.ack(rest, Q, ok(jobs), policy)
@@ -221,7 +221,7 @@ def test_billed_commands_idle_poll_and_drained_job(
 def test_two_consumers_never_share_a_job(rest: RestClient, settings: Settings) -> None:
     """Concurrent claims hand every job to exactly one consumer while its lease runs."""
     lease = QueuePolicy(lease_ms=60_000, max_attempts=5)
-    ids = {queue.enqueue(rest, Q, {"i": i}) for i in range(120)}
+    ids = {queue.enqueue(Q, {"i": i}, client=rest) for i in range(120)}
     seen: list[list[str]] = [[], []]
 
     def consume(slot: int) -> None:
