@@ -65,6 +65,18 @@ class Job:
     last_error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __getitem__(self, name: str) -> Any:
+        """`job["payload"]` works like `job.payload`: a processor may treat a job as a dict."""
+        if name not in PROCESSOR_FIELDS:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self[name] if name in PROCESSOR_FIELDS else default
+
+    def keys(self) -> tuple[str, ...]:
+        return PROCESSOR_FIELDS
+
     @classmethod
     def from_json(cls, raw: str) -> Job:
         data = json.loads(raw)
@@ -86,6 +98,7 @@ class Job:
         return dumps({k: v for k, v in data.items() if v is not None})
 
 
+PROCESSOR_FIELDS = ("id", "user_id", "public_key", "payload", "attempts")
 _FIELDS = {"id", "queue", "user_id", "public_key", "attempts", "created_at", "enqueued_at",
            "last_error"}
 

@@ -226,3 +226,13 @@ def test_handler_fails_fast_on_a_bad_processor(
     with pytest.raises(ConfigError, match="REBALANCE_PROCESSOR"):
         drain_handler.handler({}, FakeContext(2000))
     assert queue.depth(rest, Q)["queued"] == 1
+
+
+def test_a_processor_may_read_the_job_as_a_dict(rest: RestClient, backend: valkey.Valkey) -> None:
+    """`job["payload"]`, `dict(job)` and attribute access all see the same five fields."""
+    job_id = queue.enqueue(Q, {"targets": {"ETH": 1}}, user_id="u7", public_key="pk7", client=rest)
+    seen: list[dict[str, Any]] = []
+    run(rest, lambda job: seen.append(dict(job)) or job["payload"]["targets"], QueuePolicy())
+    assert seen == [{"id": job_id, "user_id": "u7", "public_key": "pk7",
+                     "payload": {"targets": {"ETH": 1}}, "attempts": 1}]
+    assert status_of(backend, job_id)["result"] == {"ETH": 1}
