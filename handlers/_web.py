@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import time
 import uuid
@@ -145,10 +146,18 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e999 parses as inf, which no JSON reader can take back
+        raise ValueError(f"{text} overflows a double")
+    return value
+
+
 def parse_json(body: bytes) -> Any:
     """Strict JSON: UTF-8, no NaN/Infinity, no lone surrogates, bounded nesting (else 400)."""
     try:
-        value = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        value = json.loads(body.decode("utf-8"), parse_constant=_reject_constant,
+                           parse_float=_finite_float)
         # Lone surrogate escapes parse but cannot be stored as UTF-8; refuse them here.
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except (UnicodeError, ValueError, RecursionError):
@@ -277,7 +286,7 @@ def create_app(routes: Sequence[BaseRoute]) -> Starlette:
     """A Starlette app over `routes` with the project's error model and request ids."""
     from starlette.middleware import Middleware
 
-    return Starlette(
+    app = Starlette(
         routes=list(routes),
         middleware=[Middleware(RequestContext)],
         exception_handlers={
@@ -287,6 +296,10 @@ def create_app(routes: Sequence[BaseRoute]) -> Starlette:
             Exception: _on_unexpected,
         },
     )
+    # A path with a trailing slash is a 404 in the error model, not a bodiless 307 that a
+    # client would follow with its POST (and that API Gateway never sends anyway).
+    app.router.redirect_slashes = False
+    return app
 
 
 def create_handler(app: ASGIApp) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
