@@ -1,5 +1,8 @@
-"""`rebalance drain [--budget-seconds N]`: one drain invocation, exactly like the Lambda.
+"""`rebalance drain [--budget-seconds N]`: one drain invocation, like the scheduled Lambda.
 
+It claims, processes and acknowledges until the queue has been idle for a second (or
+`DRAIN_IDLE_EXIT_MS`, or `--idle-exit-ms`) or the budget is spent, whichever comes first;
+`--no-idle-exit` polls until the budget is spent, exactly as the Lambda does by default.
 Prints the summary as one JSON line, last on stdout, and exits 0.
 """
 
@@ -7,16 +10,33 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from types import SimpleNamespace
+
+DEFAULT_IDLE_EXIT_MS = 1000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget-seconds", type=float, default=60.0,
                         help="time the invocation may take, like a Lambda timeout (default 60)")
+    idle = parser.add_mutually_exclusive_group()
+    idle.add_argument("--idle-exit-ms", type=int, default=None,
+                      help="return after this much idle time (default: DRAIN_IDLE_EXIT_MS, "
+                           f"else {DEFAULT_IDLE_EXIT_MS})")
+    idle.add_argument("--no-idle-exit", action="store_true",
+                      help="keep polling an empty queue until the budget is spent")
 
 
 def run(args: argparse.Namespace) -> int:
+    # Before the settings are read: they are read once per process.
+    if args.no_idle_exit:
+        os.environ.pop("DRAIN_IDLE_EXIT_MS", None)
+    elif args.idle_exit_ms is not None:
+        os.environ["DRAIN_IDLE_EXIT_MS"] = str(args.idle_exit_ms)
+    else:
+        os.environ.setdefault("DRAIN_IDLE_EXIT_MS", str(DEFAULT_IDLE_EXIT_MS))
+
     from core.settings import get_settings
     from handlers.drain import handler
 

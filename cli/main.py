@@ -31,9 +31,18 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from core.errors import ConfigError, RebalanceError
+
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv[0] if argv else None).parse_args(argv)
-    return int(importlib.import_module(args._module).run(args) or 0)
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except ConfigError as exc:  # a setting to fix, not a bug: say which, no traceback
+        print(f"rebalance {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except RebalanceError as exc:
+        print(f"rebalance {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def test_drain_prints_its_summary_last_as_one_json_line(
 
 def test_drain_stops_at_its_budget(env: dict[str, str], backend: valkey.Valkey) -> None:
     started = time.monotonic()
-    done = rebalance(env, "drain", "--budget-seconds", "1")
+    done = rebalance(env, "drain", "--budget-seconds", "1", "--no-idle-exit")
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["stopReason"] == "deadline" and summary["claimed"] == 0
     assert time.monotonic() - started < 30
@@ -105,3 +105,25 @@ def test_check_queue_passes_and_leaves_nothing_behind(
     assert "FAIL" not in done.stdout and done.stdout.count("PASS") >= 3
     assert backend.keys("agent:rebalance:check*") == []
     assert backend.keys("metrics:*") == []
+
+
+def test_drain_returns_once_the_queue_is_idle(
+    rest: RestClient, env: dict[str, str], backend: valkey.Valkey
+) -> None:
+    """By default a command-line drain does not sit out its whole budget on an empty queue."""
+    queue.enqueue(Q, {}, client=rest)
+    done = rebalance({**env, "REBALANCE_PROCESSOR": "core.processors.simulated:noop"},
+                     "drain", "--budget-seconds", "120")
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (summary["succeeded"], summary["stopReason"]) == (1, "idle")
+
+
+def test_bad_settings_and_outages_are_one_line_not_a_traceback(env: dict[str, str]) -> None:
+    """A bad processor exits 2 naming the variable; an unreachable Upstash exits 1."""
+    bad = rebalance({**env, "REBALANCE_PROCESSOR": "nope:process"}, "drain")
+    assert bad.returncode == 2 and "REBALANCE_PROCESSOR" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    down = rebalance({**env, "UPSTASH_REDIS_REST_URL": "http://127.0.0.1:9",
+                      "UPSTASH_RETRIES": "0"}, "dlq", "list")
+    assert down.returncode == 1 and "Upstash" in down.stderr
+    assert "Traceback" not in down.stderr
