@@ -263,9 +263,11 @@ class RequestContext:
             try:
                 await self.app(scope, receive, send_with_id)
             finally:
+                # Endpoints put the job they touched in `request.state`, for this line.
+                job = {"job_id": job_id} if (job_id := scope.get("state", {}).get("job_id")) else {}
                 event(log, "http.request", method=scope.get("method"),
                       path=scope.get("path"), status=status,
-                      ms=round((time.perf_counter() - started) * 1000, 2))
+                      ms=round((time.perf_counter() - started) * 1000, 2), **job)
 
 
 def request_id_of(scope: Scope) -> str:

@@ -21,6 +21,7 @@ def status(call: _web.Call) -> Response:
     """Authenticate, then read the job (unknown and foreign ids are the same 404)."""
     principal = call.principal()
     job_id = call.request.path_params["jobId"]
+    call.request.state.job_id = job_id[:64]  # for the request's log line; bounded, it is input
     query = call.request.query_params
     wait_s, since = parse_watch(query.get("wait"), query.get("since"))
     return JSONResponse(watch_status(call.client, principal.user_id, job_id, wait_s, since))

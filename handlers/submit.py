@@ -19,6 +19,7 @@ def submit(call: _web.Call) -> Response:
         call.client, call.settings, principal, call.json(),
         idempotency_key=call.request.headers.get("idempotency-key"),
     )
+    call.request.state.job_id = submission.job_id
     status_url = STATUS_PATH.format(jobId=submission.job_id)
     return JSONResponse(
         {"jobId": submission.job_id, "status": "queued", "statusUrl": status_url},

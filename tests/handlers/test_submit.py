@@ -171,7 +171,7 @@ def test_request_logs_carry_the_lambda_request_id_and_no_token(
     try:
         headers = {**auth(), "Content-Type": "application/json"}
         context = LambdaContext()
-        handler(apigw_event("POST", PATH, body="{}", headers=headers), context)
+        answer = handler(apigw_event("POST", PATH, body="{}", headers=headers), context)
     finally:
         logger.removeHandler(log_handler)
         logger.setLevel(old_level)
@@ -179,4 +179,5 @@ def test_request_logs_carry_the_lambda_request_id_and_no_token(
     request_line = next(line for line in lines if line["event"] == "http.request")
     assert request_line["request_id"] == context.aws_request_id
     assert request_line["status"] == 202
+    assert request_line["job_id"] == json.loads(answer["body"])["jobId"]
     assert headers["Authorization"].split()[1] not in stream.getvalue()
