@@ -31,10 +31,11 @@ local function dead_letter(job, err)
   redis.call('LPUSH', KEYS[5], raw)
   redis.call('LTRIM', KEYS[5], 0, dead_cap - 1)
   record(job, 'dead', err)
-  local failure = {job_id = job.id, error = err, stack = '', failed_at = now,
-                   context = {attempts = job.attempts, queue = job.queue, reason = 'lease'},
-                   payload = job.body}
-  redis.call('SET', failed_prefix .. job.id, cjson.encode(failure), 'EX', metrics_ttl)
+  local failure = cjson.encode({job_id = job.id, error = err, stack = '', failed_at = now,
+                   context = {attempts = job.attempts, queue = job.queue, reason = 'lease'}})
+  -- `body` is the payload's JSON text: splice it in as JSON, as the drain's records have it.
+  failure = string.sub(failure, 1, -2) .. ',"payload":' .. (job.body or 'null') .. '}'
+  redis.call('SET', failed_prefix .. job.id, failure, 'EX', metrics_ttl)
   count(KEYS[7], KEYS[6], 'failed', 1, metrics_ttl)
   count(KEYS[8], KEYS[6], 'dead', 1, metrics_ttl)
 end
@@ -83,8 +84,11 @@ end
 local leased, hset, zadd = {}, {}, {}
 for i, raw in ipairs(popped) do
   local ok, job = pcall(cjson.decode, raw)
-  if not ok or type(job) ~= 'table' or type(job.id) ~= 'string' or job.id == '' then
-    -- A foreign producer pushed something that is not one of our jobs: wrap it, keep it.
+  if not ok or type(job) ~= 'table' or type(job.id) ~= 'string'
+      or not string.match(job.id, '^[0-9a-f]+$') or #job.id ~= 32
+      or type(job.body) ~= 'string' then
+    -- A foreign producer pushed something that is not one of our jobs (ours have a 32-hex
+    -- id, which is safe in a key): wrap it, keep it.
     local body = raw
     if not ok then body = cjson.encode(raw) end
     job = {id = string.sub(redis.sha1hex(raw .. now .. i), 1, 32), body = body, attempts = 0,

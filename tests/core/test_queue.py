@@ -57,9 +57,12 @@ def test_a_foreign_producer_job_is_wrapped_not_lost(
     """Something LPUSHed by another producer is delivered with its JSON as the payload."""
     backend.lpush(Q, json.dumps({"legacy": True}))
     backend.lpush(Q, "not json at all")
+    backend.lpush(Q, json.dumps({"id": "user:*:input", "body": "{}"}))
     jobs = queue.claim(rest, Q, 5, policy).jobs
-    assert [job.payload for job in jobs] == [{"legacy": True}, "not json at all"]
-    assert len(jobs) == 2 and all(len(job.id) == 32 for job in jobs)
+    assert [job.payload for job in jobs] == [
+        {"legacy": True}, "not json at all", {"id": "user:*:input", "body": "{}"}]
+    assert all(keys.is_job_id(job.id) for job in jobs)
+    assert len(jobs) == 3
 
 
 def test_has_due_work_sees_queued_jobs_and_nothing_else(
@@ -155,6 +158,8 @@ def test_a_lease_that_expires_on_the_last_attempt_dead_letters(
     result = queue.claim(rest, Q, 1, fragile)
     assert result.jobs == [] and result.dead == 1
     assert json.loads(backend.get(keys.job_key(job_id)))["status"] == "dead"
+    failure = json.loads(backend.get(keys.failed_key(job_id)))
+    assert failure["payload"] == {} and "lease expired" in failure["error"]
 
 
 def test_release_puts_an_unstarted_job_back_uncounted(
