@@ -8,7 +8,7 @@ Layout (all keys start with `agent:rebalance:` or `metrics:agent:rebalance:`):
 | `agent:rebalance:request:schedule` | zset job id -> ms it must go back to the queue | drained |
 | `agent:rebalance:request:leased` | hash job id -> job JSON of a claimed job | lease |
 | `agent:rebalance:request:delayed` | hash job id -> job JSON waiting for its retry | retry |
-| `agent:rebalance:request:dead` | list of dead jobs (JSON) | `rebalance dlq purge` |
+| `agent:rebalance:request:dead` | list of dead jobs (JSON) | 10,000 (oldest dropped) |
 | `agent:rebalance:job:<jobId>` | status record (JSON) | 24 h |
 | `agent:rebalance:idem:<user>:<sha256(key)>` | idempotency record (JSON) | 24 h |
 | `metrics:agent:rebalance:rate:<user>` | sliding-window log (packed timestamps) | the window |

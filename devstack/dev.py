@@ -48,8 +48,8 @@ def build_app() -> Any:
         try:
             get_client().execute(["PING"])
         except UpstashError:
-            return JSONResponse({"status": "unavailable", "redis": "unreachable"},
-                                status_code=503, headers={"Retry-After": "1"})
+            return _web.error_response(503, "service_unavailable", "Redis does not answer",
+                                       {"Retry-After": "1"})
         return JSONResponse({"status": "ok", "redis": "ok"})
 
     document = render()

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -90,3 +91,26 @@ def test_dev_stops_on_sigterm_and_stops_its_valkey() -> None:
     while session_pids(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert session_pids(proc.pid) == set()
+
+
+def test_healthz_is_503_in_the_error_model_when_redis_is_away(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pointed at a port where nothing listens, `/healthz` says 503 with `Retry-After`."""
+    from core.redis import get_client
+    from core.settings import get_settings
+    from devstack.dev import build_app
+    from tests.handlers.helpers import TestClient
+
+    monkeypatch.setenv("UPSTASH_REDIS_REST_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("UPSTASH_REDIS_REST_TOKEN", "t")
+    monkeypatch.setenv("UPSTASH_RETRIES", "0")
+    get_settings.cache_clear()
+    get_client.cache_clear()
+    try:
+        answer = TestClient(build_app()).get("/healthz")
+    finally:
+        get_settings.cache_clear()
+        get_client.cache_clear()
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
+    assert answer.json()["error"]["code"] == "service_unavailable"
