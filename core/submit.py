@@ -150,14 +150,18 @@ def get_status(client: RedisClient, user_id: str, job_id: str) -> dict[str, Any]
     """The status view of `job_id` if `user_id` owns it (one round trip), else `NotFoundError`."""
     if not keys.is_job_id(job_id):
         raise _not_found()  # nothing with that shape was ever stored: no lookup needed
-    raw_record, raw_leased = client.pipeline([
+    raw_record, raw_leased, lease_ends = client.pipeline([
         ["GET", keys.job_key(job_id)],
         ["HGET", keys.leased_key(keys.REQUEST_QUEUE), job_id],
+        ["ZSCORE", keys.schedule_key(keys.REQUEST_QUEUE), job_id],
     ])
     record = _json_object(raw_record)
     if record is None or record.get("user_id") != user_id or "id" not in record:
         raise _not_found()
-    return status_view(record, _json_object(raw_leased))
+    leased = _json_object(raw_leased)
+    if leased is not None and lease_ends is not None and float(lease_ends) < clock_ms():
+        leased = None  # its consumer is gone: it waits for the next claim, as the record says
+    return status_view(record, leased)
 
 
 TERMINAL = frozenset({str(JobStatus.SUCCEEDED), str(JobStatus.DEAD)})

@@ -103,3 +103,19 @@ def test_the_document_lists_every_status_and_the_wait_bound() -> None:
     by_name = {p["name"]: p["schema"] for p in params}
     assert by_name["since"]["enum"] == [str(s) for s in JobStatus]
     assert by_name["wait"]["maximum"] == MAX_WAIT_S
+
+
+def test_an_expired_lease_no_longer_reads_as_processing(
+    client: TestClient, rest: RestClient
+) -> None:
+    """A job whose consumer died shows its last durable status, not `processing` forever."""
+    from core.submit import get_status
+
+    job_id = submit(client)
+    short = QueuePolicy(lease_ms=100)
+    assert queue.claim(rest, Q, 1, short).jobs
+    assert get_status(rest, "alice", job_id)["status"] == "processing"
+    import time
+
+    time.sleep(0.15)
+    assert get_status(rest, "alice", job_id)["status"] == "queued"
