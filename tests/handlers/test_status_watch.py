@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import valkey
@@ -115,7 +116,5 @@ def test_an_expired_lease_no_longer_reads_as_processing(
     short = QueuePolicy(lease_ms=100)
     assert queue.claim(rest, Q, 1, short).jobs
     assert get_status(rest, "alice", job_id)["status"] == "processing"
-    import time
-
     time.sleep(0.15)
     assert get_status(rest, "alice", job_id)["status"] == "queued"
