@@ -1,9 +1,10 @@
 """Processors: what runs a job. `REBALANCE_PROCESSOR=module:function`, sync or async.
 
 A processor receives a `core.jobs.Job` (`id`, `user_id`, `public_key`, `payload`,
-`attempts`, as attributes or as keys: `job["payload"]`). Returning `None` or `True` means done (a dict or list returned is stored as the
-job's `result`); `False` means try again later; raising `PermanentJobError` dead-letters the
-job now; any other exception is retried until `JOB_MAX_ATTEMPTS` deliveries.
+`attempts`, as attributes or as keys: `job["payload"]`). Returning `None` or `True` means
+done (a dict or list returned is stored as the job's `result`); `False` means try again
+later; raising `PermanentJobError` dead-letters the job now; any other exception is retried
+until `JOB_MAX_ATTEMPTS` deliveries.
 """
 
 from __future__ import annotations
