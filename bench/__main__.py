@@ -13,7 +13,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,53 +127,60 @@ class Bench:
                 self.add("billed commands per drained job, batch 10", "<= 4", per_job,
                          per_job <= 4)
 
-    def throughput(self, jobs: int = 2000) -> None:
+    def throughput(self, jobs: int = 2000, rounds: int = 3) -> None:
         from core import keys
         from core.drain import DrainOptions, drain
+        from core.jobs import Job
         from core.processors.simulated import noop
         from core.queue import QueuePolicy
 
         q = keys.REQUEST_QUEUE
+        options = DrainOptions(batch_size=100, concurrency=100, idle_exit_ms=0,
+                               safety_margin_ms=0)
 
         def fill() -> None:
             self.backend.flushall()
             pipe = self.backend.pipeline(transaction=False)
             for i in range(jobs):
-                from core.jobs import Job
-
                 pipe.lpush(q, Job(id=f"{i:032x}", payload={"i": i}, queue=q).to_json())
             pipe.zadd(keys.schedule_key(q), {keys.QUEUE_MARKER: 0})
             pipe.execute()
 
-        fill()
-        started = time.perf_counter()
-        while self.client.execute(["RPOP", q]) is not None:
-            pass
-        naive = jobs / (time.perf_counter() - started)
+        def naive_loop() -> float:
+            fill()
+            started = time.perf_counter()
+            while self.client.execute(["RPOP", q]) is not None:
+                pass
+            return jobs / (time.perf_counter() - started)
 
-        fill()
-        options = DrainOptions(batch_size=100, concurrency=100, idle_exit_ms=0,
-                               safety_margin_ms=0)
-        started = time.perf_counter()
-        summary = drain(self.client, noop, lambda: 600_000, policy=QueuePolicy(),
-                        options=options)
-        ours = summary.succeeded / (time.perf_counter() - started)
+        def our_drain() -> float:
+            fill()
+            started = time.perf_counter()
+            summary = drain(self.client, noop, lambda: 600_000, policy=QueuePolicy(),
+                            options=options)
+            return summary.succeeded / (time.perf_counter() - started)
+
+        # Interleaved rounds, best of each: a busy machine only ever slows a run down.
+        samples = [(naive_loop(), our_drain()) for _ in range(rounds)]
+        naive = max(n for n, _ in samples)
+        ours = max(o for _, o in samples)
         ratio = ours / naive
         self.add(f"drain throughput vs one job per round trip ({jobs} no-op jobs, batch 100)",
                  ">= 10x", f"{ratio:.1f}x ({ours:.0f} vs {naive:.0f} jobs/s)", ratio >= 10)
 
-    def cold_imports(self, runs: int = 7) -> None:
-        def median_import(stmt: str) -> float:
+    def cold_imports(self, runs: int = 11) -> None:
+        def import_s(stmt: str) -> float:
             code = f"import time; t = time.perf_counter(); {stmt}; print(time.perf_counter() - t)"
-            samples = [float(subprocess.run([sys.executable, "-c", code], cwd=ROOT,
-                                            capture_output=True, text=True, check=True).stdout)
-                       for _ in range(runs)]
-            return statistics.median(samples)
+            return float(subprocess.run([sys.executable, "-c", code], cwd=ROOT,
+                                        capture_output=True, text=True, check=True).stdout)
 
-        base = median_import("import starlette, mangum, upstash_redis, pydantic")
+        baseline = "import starlette, mangum, upstash_redis, pydantic"
         worst = ("", 0.0)
         for module in ("handlers.submit", "handlers.status", "handlers.metrics", "handlers.drain"):
-            ratio = median_import(f"import {module}") / base
+            # Pairs run back to back see the same machine; the median pair ignores the odd
+            # hiccup of either side.
+            ratio = statistics.median(import_s(f"import {module}") / import_s(baseline)
+                                      for _ in range(runs))
             worst = max(worst, (module, ratio), key=lambda item: item[1])
         self.add(f"cold import of a handler vs the framework baseline (worst: {worst[0]})",
                  "<= 1.3x", f"{worst[1]:.2f}x", worst[1] <= 1.3)
@@ -215,14 +223,34 @@ def render(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@contextmanager
+def gateway_process(redis_url: str) -> Iterator[str]:
+    """The gateway in a process of its own, as Upstash is a server of its own: in this
+    process it would compete with the code measured for the interpreter lock."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "gateway", "--port", "0", "--token", TOKEN,
+         "--redis-url", redis_url],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("UPSTASH_REDIS_REST_URL="):
+                yield line.strip().split("=", 1)[1]
+                break
+        else:
+            raise RuntimeError("the gateway did not start")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def main() -> int:
     sys.path.insert(0, str(ROOT))
     from devstack.embedded import EmbeddedValkey
-    from devstack.gateway import GatewayServer
 
-    with EmbeddedValkey() as valkey_server, \
-            GatewayServer(redis_url=valkey_server.url, token=TOKEN) as gateway:
-        bench = Bench(gateway.url, valkey_server.url)
+    with EmbeddedValkey() as valkey_server, gateway_process(valkey_server.url) as gateway_url:
+        bench = Bench(gateway_url, valkey_server.url)
         for step in (bench.submit_path, bench.reads, bench.drain_costs, bench.throughput,
                      bench.cold_imports, bench.stalled_upstash):
             step()

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from core import keys
 from core.jobs import Job
 from core.log import event, get_logger
-from core.processors import Processor, run_job
+from core.processors import Processor, run_job, timed_out
 from core.queue import Outcome, QueuePolicy, ack, claim, has_due_work
 from core.redis import RedisClient
 from core.settings import Settings
@@ -143,18 +143,8 @@ class _Drain:
     async def _run_batch(self, jobs: list[Job]) -> None:
         # Jobs get what is left of the budget, and never more than their lease, so that
         # the ack reaches Redis before any other consumer may take them.
-        limit_ms = min(self.budget_ms(), int(self.policy.lease_ms * 0.9))
-        deadline = time.monotonic() + limit_ms / 1000
-        gate = asyncio.Semaphore(self.options.concurrency)
-
-        async def one(job: Job) -> Outcome:
-            async with gate:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return Outcome(job, "release")
-                return await run_job(self.processor, job, self.policy, left)
-
-        outcomes = await asyncio.gather(*(one(job) for job in jobs))
+        limit_s = min(self.budget_ms(), int(self.policy.lease_ms * 0.9)) / 1000
+        outcomes = await self._process(jobs, limit_s)
         result = ack(self.client, self.queue, outcomes, self.policy)
         self.summary.batches += 1
         self.summary.stale += result.stale
@@ -163,6 +153,33 @@ class _Drain:
         self.summary.dead += result.counts.get("dead", 0)
         self.summary.released += result.counts.get("release", 0)
         for outcome in outcomes:
-            if outcome.kind != "ok":
+            if outcome.kind not in ("ok", "release"):
                 event(log, "job." + outcome.kind, logging.WARNING, job_id=outcome.job.id,
                       attempts=outcome.job.attempts, error=outcome.error)
+
+    async def _process(self, jobs: list[Job], limit_s: float) -> list[Outcome]:
+        """Run the batch, at most `concurrency` at once, all inside one deadline.
+
+        Past it, a job still running is a timeout (retried); one never started is released
+        as it was. One timer for the batch, not one per job.
+        """
+        gate = asyncio.Semaphore(self.options.concurrency)
+        started: dict[int, float] = {}
+
+        async def one(index: int, job: Job) -> Outcome:
+            async with gate:
+                started[index] = time.perf_counter()
+                return await run_job(self.processor, job, self.policy)
+
+        tasks = [asyncio.ensure_future(one(i, job)) for i, job in enumerate(jobs)]
+        _, late = await asyncio.wait(tasks, timeout=limit_s)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.gather(*late, return_exceptions=True)
+        return [
+            task.result() if task not in late
+            else timed_out(job, self.policy, started[i]) if i in started
+            else Outcome(job, "release")
+            for i, (job, task) in enumerate(zip(jobs, tasks, strict=True))
+        ]

@@ -79,7 +79,11 @@ class Job:
 
     @classmethod
     def from_json(cls, raw: str) -> Job:
-        data = json.loads(raw)
+        return cls.from_dict(json.loads(raw))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        data = dict(data)
         known = {k: data.pop(k) for k in list(data) if k in _FIELDS}
         body = data.pop("body", None)
         payload = json.loads(body) if isinstance(body, str) else data.pop("payload", None)

@@ -44,8 +44,13 @@ METRICS_TTL_S = 7 * 24 * 3600
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
+_INERT = re.compile(r"[A-Za-z0-9_.-]*")
+
+
 def escape(user_input: str) -> str:
     """Percent-encode `user_input` so that it is one inert key segment."""
+    if _INERT.fullmatch(user_input):  # the common case (job ids, most user ids): as it is
+        return user_input
     return quote(user_input, safe="_.-")
 
 

@@ -18,6 +18,7 @@ command, that sees queued jobs, expired leases and due retries alike.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -151,7 +152,7 @@ def claim(
          keys.FAILED_KEY_PREFIX, policy.job_ttl_s, policy.metrics_ttl_s, policy.dead_cap,
          REQUEUE_SCAN_LIMIT],
     )
-    return Claim([Job.from_json(raw) for raw in leased or []], int(requeued), int(dead))
+    return Claim([Job.from_dict(data) for data in json.loads(leased)], int(requeued), int(dead))
 
 
 def ack(
@@ -174,10 +175,11 @@ def ack(
           for name in (keys.SUCCEEDED, keys.FAILED, keys.RETRIED, keys.DEAD)),
         keys.exec_times_key(today), keys.exec_times_key(),
     ]
-    args: list[Any] = [now, policy.job_ttl_s, policy.metrics_ttl_s, policy.dead_cap]
+    rows = []
     for outcome in outcomes:
         key_list += [keys.job_key(outcome.job.id), keys.failed_key(outcome.job.id)]
-        args += _ack_args(outcome, policy, now, rng)
+        rows.append(_ack_args(outcome, policy, now, rng))
+    args = [now, policy.job_ttl_s, policy.metrics_ttl_s, policy.dead_cap, dumps(rows)]
     acked, stale, *tally = ACK(client, key_list, args)
     counts = dict(zip(("ok", "retry", "dead", "release"), map(int, tally), strict=True))
     return AckResult(int(acked), int(stale), counts)

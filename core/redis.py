@@ -17,7 +17,7 @@ import hashlib
 import socket
 import time
 from collections.abc import Callable, Sequence
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -182,11 +182,18 @@ class Script:
     """
 
     def __init__(self, name: str, *, prelude: Sequence[str] = (), read_only: bool = False) -> None:
-        parts = [_LUA_DIR.joinpath(p).read_text() for p in (*prelude, name)]
         self.name = name
-        self.source = "\n".join(parts)
-        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+        self.prelude = tuple(prelude)
         self.read_only = read_only
+
+    # Read on first use, not at import: a cold start loads only the scripts it runs.
+    @cached_property
+    def source(self) -> str:
+        return "\n".join(_LUA_DIR.joinpath(p).read_text() for p in (*self.prelude, self.name))
+
+    @cached_property
+    def sha(self) -> str:
+        return hashlib.sha1(self.source.encode()).hexdigest()
 
     def __call__(self, client: RedisClient, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
         tail = [len(keys), *keys, *(_arg(a) for a in args)]

@@ -5,19 +5,21 @@
 --       11 today's execution-time histogram, 12 all-time histogram,
 --       then per outcome i: 12+2i-1 its status record key, 12+2i its failure record key
 -- ARGV: 1 now_ms, 2 job record ttl s, 3 metrics ttl s, 4 dead list cap,
---       then per outcome 8 values: id, delivery (the attempts value it was claimed with),
---       kind, execution ms ('' = none), status record JSON, job JSON for the delayed hash,
---       dead list or queue ('' = none), retry due ms, failure record JSON ('' = none)
--- Returns: { acknowledged, stale, ok, retry, dead, release } — stale outcomes belong to a lease that expired and was
--- handed to another consumer; they change nothing, so nothing is counted twice.
+--       5 the outcomes as ONE JSON array (one argument to pass, not eight per job), each
+--       [id, delivery (the attempts value it was claimed with), kind, execution ms
+--       ('' = none), status record JSON, job JSON for the delayed hash, dead list or queue
+--       ('' = none), retry due ms, failure record JSON ('' = none)]
+-- Returns: { acknowledged, stale, ok, retry, dead, release }; stale outcomes belong to a
+-- lease that expired and was handed to another consumer: they change nothing, so nothing
+-- is counted twice.
 local now = tonumber(ARGV[1])
 local job_ttl, metrics_ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
 local dead_cap = tonumber(ARGV[4])
-local FIRST, WIDTH = 5, 8
-local n = (#ARGV - FIRST + 1) / WIDTH
+local outcomes = cjson.decode(ARGV[5])
+local n = #outcomes
 
 local ids = {}
-for i = 1, n do ids[i] = ARGV[FIRST + (i - 1) * WIDTH] end
+for i = 1, n do ids[i] = outcomes[i][1] end
 local current = redis.call('HMGET', KEYS[2], unpack(ids))
 
 local done, timings = {}, {}
@@ -25,9 +27,9 @@ local delayed, schedule = {}, {}
 local tally = {ok = 0, retry = 0, dead = 0, release = 0}
 local stale = 0
 for i = 1, n do
-  local at = FIRST + (i - 1) * WIDTH
-  local delivery, kind, ms = tonumber(ARGV[at + 1]), ARGV[at + 2], ARGV[at + 3]
-  local body, due, failure = ARGV[at + 5], ARGV[at + 6], ARGV[at + 7]
+  local o = outcomes[i]
+  local delivery, kind, ms, record = tonumber(o[2]), o[3], o[4], o[5]
+  local body, due, failure = o[6], o[7], o[8]
   local raw = current[i]
   if not raw or tonumber(cjson.decode(raw).attempts) ~= delivery then
     stale = stale + 1
@@ -35,8 +37,8 @@ for i = 1, n do
     done[#done + 1] = ids[i]
     tally[kind] = tally[kind] + 1
     if ms ~= '' then timings[#timings + 1] = tonumber(ms) end
-    if ARGV[at + 4] ~= '' then
-      redis.call('SET', KEYS[12 + 2 * i - 1], ARGV[at + 4], 'EX', job_ttl)
+    if record ~= '' then
+      redis.call('SET', KEYS[12 + 2 * i - 1], record, 'EX', job_ttl)
     end
     if failure ~= '' then
       redis.call('SET', KEYS[12 + 2 * i], failure, 'EX', metrics_ttl)

@@ -4,7 +4,8 @@
 -- ARGV: 1 now_ms, 2 batch size, 3 lease_ms, 4 max attempts, 5 job record key prefix,
 --       6 failed record key prefix, 7 job record ttl s, 8 metrics ttl s, 9 dead list cap,
 --       10 requeue scan limit
--- Returns: { {leased job JSON...}, requeued count, dead count }
+-- Returns: { JSON array of the leased jobs (one string: one reply to parse, not one per
+--           job), requeued count, dead count }
 --
 -- First, work whose time has come goes back to the queue: expired leases (the consumer died
 -- or overran) and retries that are due. A lease that expired on the last allowed delivery
@@ -78,7 +79,7 @@ if #popped < batch then
   redis.call('ZREM', KEYS[2], QUEUE_MARKER)
 end
 if #popped == 0 then
-  return {{}, requeued, dead}
+  return {'[]', requeued, dead}
 end
 
 local leased, hset, zadd = {}, {}, {}
@@ -105,4 +106,4 @@ for i, raw in ipairs(popped) do
 end
 redis.call('HSET', KEYS[3], unpack(hset))
 redis.call('ZADD', KEYS[2], unpack(zadd))
-return {leased, requeued, dead}
+return {'[' .. table.concat(leased, ',') .. ']', requeued, dead}

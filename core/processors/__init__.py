@@ -41,8 +41,12 @@ def load_processor(spec: str) -> Processor:
     return target
 
 
-async def run_job(processor: Processor, job: Job, policy: QueuePolicy, timeout_s: float) -> Outcome:
-    """Run one job and classify how it ended; never raises (but re-raises cancellation)."""
+async def run_job(
+    processor: Processor, job: Job, policy: QueuePolicy, timeout_s: float | None = None
+) -> Outcome:
+    """Run one job and classify how it ended; never raises (but re-raises cancellation).
+
+    `timeout_s=None` leaves the deadline to the caller (the drain times a whole batch)."""
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout_s):
@@ -55,8 +59,7 @@ async def run_job(processor: Processor, job: Job, policy: QueuePolicy, timeout_s
     except PermanentJobError as exc:
         return _failed(job, "dead", exc, started)
     except TimeoutError as exc:
-        message = f"timed out after {timeout_s:.1f} s"
-        return _failed(job, _retry_or_dead(job, policy), exc, started, message)
+        return timed_out(job, policy, started, exc)
     except Exception as exc:
         return _failed(job, _retry_or_dead(job, policy), exc, started)
     ms = (time.perf_counter() - started) * 1000
@@ -64,6 +67,14 @@ async def run_job(processor: Processor, job: Job, policy: QueuePolicy, timeout_s
         kind = _retry_or_dead(job, policy)
         return Outcome(job, kind, ms, error="processor asked to try again later")
     return Outcome(job, "ok", ms, result=decode_result(value))
+
+
+def timed_out(job: Job, policy: QueuePolicy, started: float, exc: BaseException | None = None
+              ) -> Outcome:
+    """The outcome of a job whose processor ran out of time (retried like any failure)."""
+    seconds = time.perf_counter() - started
+    return _failed(job, _retry_or_dead(job, policy), exc or TimeoutError(), started,
+                   f"timed out after {seconds:.1f} s")
 
 
 def _retry_or_dead(job: Job, policy: QueuePolicy) -> Any:

@@ -25,5 +25,5 @@ async def process(job: Job) -> dict[str, object]:
     return {"rebalanced": True, "attempts": job.attempts}
 
 
-def noop(job: Job) -> None:
-    """Succeeds at once."""
+async def noop(job: Job) -> None:
+    """Succeeds at once (async, like the processors that matter: they wait on the network)."""
