@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import cached_property, lru_cache
@@ -67,6 +68,7 @@ class RestClient:
         from upstash_redis import Redis  # the SDK is heavy-ish; load it with the first client
 
         self.round_trips = 0
+        self._count_lock = threading.Lock()
         self._retries = retries
         self._sdk = Redis(
             url.rstrip("/"),  # the SDK appends "/pipeline" to the URL as given
@@ -84,7 +86,8 @@ class RestClient:
         )
 
     def _count(self, _request: httpx.Request) -> None:
-        self.round_trips += 1
+        with self._count_lock:  # the drain claims ahead from a second thread
+            self.round_trips += 1
 
     def execute(self, command: Command) -> Any:
         name = str(command[0]).upper()

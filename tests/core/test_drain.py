@@ -236,3 +236,24 @@ def test_a_processor_may_read_the_job_as_a_dict(rest: RestClient, backend: valke
     assert seen == [{"id": job_id, "user_id": "u7", "public_key": "pk7",
                      "payload": {"targets": {"ETH": 1}}, "attempts": 1}]
     assert status_of(backend, job_id)["result"] == {"ETH": 1}
+
+
+def test_a_batch_claimed_ahead_that_no_longer_fits_is_released(
+    rest: RestClient, backend: valkey.Valkey
+) -> None:
+    """The next batch is claimed while one runs; if time is up by then, it goes back as is."""
+    for i in range(4):
+        queue.enqueue(Q, {"i": i}, client=rest)
+    out_of_time = threading.Event()
+
+    def last_job(job: Job) -> None:
+        out_of_time.set()  # the budget ends while this batch is being processed
+
+    options = DrainOptions(**{**FAST.__dict__, "batch_size": 2, "safety_margin_ms": 0})
+    summary = drain(rest, last_job, lambda: 0 if out_of_time.is_set() else 60_000,
+                    policy=QueuePolicy(), options=options)
+    assert (summary.claimed, summary.succeeded, summary.released) == (4, 2, 2)
+    assert summary.stopReason == "deadline"
+    again = queue.claim(rest, Q, 10, QueuePolicy()).jobs
+    assert sorted(job.payload["i"] for job in again) == [2, 3]
+    assert {job.attempts for job in again} == {1}
