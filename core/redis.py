@@ -184,10 +184,9 @@ class Script:
     helpers that several scripts use are written once.
     """
 
-    def __init__(self, name: str, *, prelude: Sequence[str] = (), read_only: bool = False) -> None:
+    def __init__(self, name: str, *, prelude: Sequence[str] = ()) -> None:
         self.name = name
         self.prelude = tuple(prelude)
-        self.read_only = read_only
 
     # Read on first use, not at import: a cold start loads only the scripts it runs.
     @cached_property
