@@ -32,6 +32,7 @@ from core import keys, rate_limit
 from core.errors import ValidationError
 from core.jobs import iso
 from core.log import redact
+from core.queue import depth_commands
 from core.rate_limit import RateLimit
 from core.redis import RedisClient, Script, get_client
 
@@ -226,10 +227,7 @@ def _hash(raw: Any) -> dict[str, str]:
 _QUEUE = keys.REQUEST_QUEUE
 # Read with every summary and snapshot: depth, in flight, waiting to retry, dead, oldest job.
 _GAUGE_COMMANDS: list[list[str | int]] = [
-    ["LLEN", _QUEUE],
-    ["HLEN", keys.leased_key(_QUEUE)],
-    ["HLEN", keys.delayed_key(_QUEUE)],
-    ["LLEN", keys.dead_key(_QUEUE)],
+    *depth_commands(_QUEUE),
     ["LINDEX", _QUEUE, -1],  # LPUSH in, RPOP out: the last element is the oldest
 ]
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from core import keys, metrics
+from core import keys
 from core.jobs import Job, JobStatus, dumps, new_job_id, now_ms
 from core.redis import RedisClient, Script, get_client
 from core.settings import Settings
@@ -222,6 +222,8 @@ def status_record(
 
 def failure_record(job: Job, outcome: Outcome, now: int) -> str:
     """The failure record of a delivery (`metrics:…:failed:<id>`, 7 d), in metrics' format."""
+    from core import metrics  # metrics reads the queue's depth: import it when a job fails
+
     context = {"attempts": job.attempts, "queue": job.queue, "user_id": job.user_id,
                "outcome": outcome.kind}
     return metrics.failure_record(job.id, outcome.error or "", context, job.payload, now,
@@ -253,12 +255,15 @@ def purge(client: RedisClient, queue: str) -> int:
     return int(PURGE(client, [keys.dead_key(queue)]))
 
 
+def depth_commands(queue: str) -> list[list[str | int]]:
+    """The reads behind `depth`: queued, leased, delayed, dead (metrics pipeline them too)."""
+    return [["LLEN", keys.queue_key(queue)], ["HLEN", keys.leased_key(queue)],
+            ["HLEN", keys.delayed_key(queue)], ["LLEN", keys.dead_key(queue)]]
+
+
 def depth(client: RedisClient, queue: str) -> dict[str, int]:
     """Queued, leased, delayed and dead counts, in one round trip."""
-    queued, leased, delayed, dead = client.pipeline([
-        ["LLEN", keys.queue_key(queue)], ["HLEN", keys.leased_key(queue)],
-        ["HLEN", keys.delayed_key(queue)], ["LLEN", keys.dead_key(queue)],
-    ])
+    queued, leased, delayed, dead = client.pipeline(depth_commands(queue))
     return {"queued": int(queued), "leased": int(leased), "delayed": int(delayed),
             "dead": int(dead)}
 
