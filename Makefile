@@ -34,6 +34,7 @@ dev: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: install tools lint
 	$(BIN)/python -m pytest

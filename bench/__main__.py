@@ -44,9 +44,14 @@ class Bench:
         from core.redis import RestClient
         from core.settings import Settings
 
-        os.environ.update(UPSTASH_REDIS_REST_URL=gateway_url, UPSTASH_REDIS_REST_TOKEN=TOKEN,
-                          AUTH_JWT_SECRET=SECRET, METRICS_SCRAPE_TOKEN="scrape",
-                          RATE_LIMIT_MAX="1000000", LOG_LEVEL="ERROR")
+        os.environ.update(
+            UPSTASH_REDIS_REST_URL=gateway_url,
+            UPSTASH_REDIS_REST_TOKEN=TOKEN,
+            AUTH_JWT_SECRET=SECRET,
+            METRICS_SCRAPE_TOKEN="scrape",
+            RATE_LIMIT_MAX="1000000",
+            LOG_LEVEL="ERROR",
+        )
         self.settings = Settings.from_env()
         self.backend = valkey.Valkey.from_url(redis_url, decode_responses=True)
         self.client = RestClient(gateway_url, TOKEN)
@@ -97,8 +102,10 @@ class Bench:
         job_id = submit_job(self.client, self.settings, user, {}).job_id
         trips, _ = self.cost(lambda: get_status(self.client, user.user_id, job_id))
         self.add("REST round trips per status read", "1", trips, trips == 1)
-        worst = max(self.cost(lambda d=d: metrics.get_metrics_summary(d, client=self.client))[0]
-                    for d in range(1, 8))
+        worst = max(
+            self.cost(lambda d=d: metrics.get_metrics_summary(d, client=self.client))[0]
+            for d in range(1, 8)
+        )
         self.add("REST round trips per metrics summary (days 1..7)", "1", worst, worst == 1)
 
     def drain_costs(self) -> None:
@@ -108,8 +115,12 @@ class Bench:
         self.backend.flushall()
         policy, q = QueuePolicy(), keys.REQUEST_QUEUE
         queue.enqueue(q, {}, client=self.client)
-        queue.ack(self.client, q, [Outcome(j, "ok", 1.0)
-                                   for j in queue.claim(self.client, q, 5, policy).jobs], policy)
+        queue.ack(
+            self.client,
+            q,
+            [Outcome(j, "ok", 1.0) for j in queue.claim(self.client, q, 5, policy).jobs],
+            policy,
+        )
         _, idle = self.cost(lambda: queue.has_due_work(self.client, q))
         self.add("billed commands per idle drain poll", "1", idle, idle == 1)
         for size in (10, 100):
@@ -124,8 +135,7 @@ class Bench:
             self.add(f"REST round trips per drained batch of {size}", "<= 2", trips, trips <= 2)
             if size == 10:
                 per_job = billed / size
-                self.add("billed commands per drained job, batch 10", "<= 4", per_job,
-                         per_job <= 4)
+                self.add("billed commands per drained job, batch 10", "<= 4", per_job, per_job <= 4)
 
     def throughput(self, jobs: int = 2000, rounds: int = 3) -> None:
         from core import keys
@@ -135,8 +145,7 @@ class Bench:
         from core.queue import QueuePolicy
 
         q = keys.REQUEST_QUEUE
-        options = DrainOptions(batch_size=100, concurrency=100, idle_exit_ms=0,
-                               safety_margin_ms=0)
+        options = DrainOptions(batch_size=100, concurrency=100, idle_exit_ms=0, safety_margin_ms=0)
 
         def fill() -> None:
             self.backend.flushall()
@@ -156,8 +165,9 @@ class Bench:
         def our_drain() -> float:
             fill()
             started = time.perf_counter()
-            summary = drain(self.client, noop, lambda: 600_000, policy=QueuePolicy(),
-                            options=options)
+            summary = drain(
+                self.client, noop, lambda: 600_000, policy=QueuePolicy(), options=options
+            )
             return summary.succeeded / (time.perf_counter() - started)
 
         # Interleaved rounds, best of each: a busy machine only ever slows a run down.
@@ -165,31 +175,51 @@ class Bench:
         naive = max(n for n, _ in samples)
         ours = max(o for _, o in samples)
         ratio = ours / naive
-        self.add(f"drain throughput vs one job per round trip ({jobs} no-op jobs, batch 100)",
-                 ">= 10x", f"{ratio:.1f}x ({ours:.0f} vs {naive:.0f} jobs/s)", ratio >= 10)
+        self.add(
+            f"drain throughput vs one job per round trip ({jobs} no-op jobs, batch 100)",
+            ">= 10x",
+            f"{ratio:.1f}x ({ours:.0f} vs {naive:.0f} jobs/s)",
+            ratio >= 10,
+        )
 
     def cold_imports(self, runs: int = 11) -> None:
         def import_s(stmt: str) -> float:
             code = f"import time; t = time.perf_counter(); {stmt}; print(time.perf_counter() - t)"
-            return float(subprocess.run([sys.executable, "-c", code], cwd=ROOT,
-                                        capture_output=True, text=True, check=True).stdout)
+            return float(
+                subprocess.run(
+                    [sys.executable, "-c", code],
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+            )
 
         baseline = "import starlette, mangum, upstash_redis, pydantic"
         worst = ("", 0.0)
         for module in ("handlers.submit", "handlers.status", "handlers.metrics", "handlers.drain"):
             # Pairs run back to back see the same machine; the median pair ignores the odd
             # hiccup of either side.
-            ratio = statistics.median(import_s(f"import {module}") / import_s(baseline)
-                                      for _ in range(runs))
+            ratio = statistics.median(
+                import_s(f"import {module}") / import_s(baseline) for _ in range(runs)
+            )
             worst = max(worst, (module, ratio), key=lambda item: item[1])
-        self.add(f"cold import of a handler vs the framework baseline (worst: {worst[0]})",
-                 "<= 1.3x", f"{worst[1]:.2f}x", worst[1] <= 1.3)
-        probe = ("import sys, handlers.submit, handlers.status, handlers.metrics; "
-                 "print('boto3' in sys.modules)")
-        loaded = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        self.add("boto3 imported on the submit/status/metrics path", "never", loaded,
-                 loaded == "False")
+        self.add(
+            f"cold import of a handler vs the framework baseline (worst: {worst[0]})",
+            "<= 1.3x",
+            f"{worst[1]:.2f}x",
+            worst[1] <= 1.3,
+        )
+        probe = (
+            "import sys, handlers.submit, handlers.status, handlers.metrics; "
+            "print('boto3' in sys.modules)"
+        )
+        loaded = subprocess.run(
+            [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        self.add(
+            "boto3 imported on the submit/status/metrics path", "never", loaded, loaded == "False"
+        )
 
     def stalled_upstash(self) -> None:
         import socket
@@ -200,8 +230,11 @@ class Bench:
         silent = socket.socket()
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)  # accepts connections, never answers
-        client = RestClient(f"http://127.0.0.1:{silent.getsockname()[1]}", TOKEN,
-                            timeout_s=self.settings.upstash_timeout_s)
+        client = RestClient(
+            f"http://127.0.0.1:{silent.getsockname()[1]}",
+            TOKEN,
+            timeout_s=self.settings.upstash_timeout_s,
+        )
         started = time.perf_counter()
         try:
             client.execute(["SET", "k", "v"])
@@ -211,15 +244,19 @@ class Bench:
         elapsed = time.perf_counter() - started
         silent.close()
         limit = self.settings.upstash_timeout_s * 1.5
-        self.add("a stalled Upstash: one write call gives up (s)",
-                 f"<= {limit:.1f} (timeout {self.settings.upstash_timeout_s:g} s)",
-                 f"{elapsed:.2f} ({outcome})", outcome == "UpstashError" and elapsed <= limit)
+        self.add(
+            "a stalled Upstash: one write call gives up (s)",
+            f"<= {limit:.1f} (timeout {self.settings.upstash_timeout_s:g} s)",
+            f"{elapsed:.2f} ({outcome})",
+            outcome == "UpstashError" and elapsed <= limit,
+        )
 
 
 def render(rows: list[Row]) -> str:
     lines = ["| budget | limit | measured | ok |", "|---|---|---|---|"]
-    lines += [f"| {r.budget} | {r.limit} | {r.measured} | {'yes' if r.ok else 'NO'} |"
-              for r in rows]
+    lines += [
+        f"| {r.budget} | {r.limit} | {r.measured} | {'yes' if r.ok else 'NO'} |" for r in rows
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -228,9 +265,22 @@ def gateway_process(redis_url: str) -> Iterator[str]:
     """The gateway in a process of its own, as Upstash is a server of its own: in this
     process it would compete with the code measured for the interpreter lock."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "gateway", "--port", "0", "--token", TOKEN,
-         "--redis-url", redis_url],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "gateway",
+            "--port",
+            "0",
+            "--token",
+            TOKEN,
+            "--redis-url",
+            redis_url,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -251,8 +301,14 @@ def main() -> int:
 
     with EmbeddedValkey() as valkey_server, gateway_process(valkey_server.url) as gateway_url:
         bench = Bench(gateway_url, valkey_server.url)
-        for step in (bench.submit_path, bench.reads, bench.drain_costs, bench.throughput,
-                     bench.cold_imports, bench.stalled_upstash):
+        for step in (
+            bench.submit_path,
+            bench.reads,
+            bench.drain_costs,
+            bench.throughput,
+            bench.cold_imports,
+            bench.stalled_upstash,
+        ):
             step()
     table = render(bench.rows)
     out = ROOT / "bench" / "results.md"

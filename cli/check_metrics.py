@@ -45,8 +45,9 @@ def _counter(client: RedisClient) -> str:
 
 def _timing(client: RedisClient) -> str:
     now = now_ms()
-    duration = metrics.record_job_timing(f"smoke-{new_job_id()}", now - TIMING_MS, now,
-                                         client=client)
+    duration = metrics.record_job_timing(
+        f"smoke-{new_job_id()}", now - TIMING_MS, now, client=client
+    )
     assert duration == TIMING_MS, f"recorded {duration} ms, expected {TIMING_MS}"
     return f"{duration:g} ms recorded"
 
@@ -58,8 +59,10 @@ def _summary(client: RedisClient) -> str:
     assert trips == 1, f"the summary took {trips} round trips, expected 1"
     assert summary["executions"] >= 1, "the timing just recorded is not in today's summary"
     assert summary["avgExecutionTime"] > 0, "average execution time is 0"
-    return (f"totalJobs={summary['totalJobs']} failedJobs={summary['failedJobs']} "
-            f"avg={summary['avgExecutionTime']} ms p95={summary['p95ExecutionTime']} ms")
+    return (
+        f"totalJobs={summary['totalJobs']} failedJobs={summary['failedJobs']} "
+        f"avg={summary['avgExecutionTime']} ms p95={summary['p95ExecutionTime']} ms"
+    )
 
 
 def _prometheus(client: RedisClient) -> str:

@@ -42,5 +42,11 @@ def run_checks(settings: Settings) -> list[tuple[str, bool, str]]:
 
 
 def _scratch_keys(job_id: str) -> list[str]:
-    return [keys.queue_key(SCRATCH), keys.schedule_key(SCRATCH), keys.leased_key(SCRATCH),
-            keys.delayed_key(SCRATCH), keys.dead_key(SCRATCH), keys.job_key(job_id)]
+    return [
+        keys.queue_key(SCRATCH),
+        keys.schedule_key(SCRATCH),
+        keys.leased_key(SCRATCH),
+        keys.delayed_key(SCRATCH),
+        keys.dead_key(SCRATCH),
+        keys.job_key(job_id),
+    ]

@@ -54,8 +54,12 @@ def _rest_checks(rest: RestClient, key: str, value: str) -> list[Result]:
     return [
         _check("rest ping", lambda: _expect(rest.execute(["PING"]), "PONG")),
         # The SDK turns SET's "OK" into True.
-        _check("rest set", lambda: _expect(
-            rest.execute(["SET", key, value, "EX", SCRATCH_TTL_S]) in (True, "OK"), True)),
+        _check(
+            "rest set",
+            lambda: _expect(
+                rest.execute(["SET", key, value, "EX", SCRATCH_TTL_S]) in (True, "OK"), True
+            ),
+        ),
         _check("rest get", lambda: _expect(rest.execute(["GET", key]), value)),
         _check("rest del", lambda: _expect(rest.execute(["DEL", key]), 1)),
     ]
@@ -64,8 +68,12 @@ def _rest_checks(rest: RestClient, key: str, value: str) -> list[Result]:
 def _queue_checks(rest: RestClient, key: str, value: str) -> list[Result]:
     try:
         return [
-            _check("queue push", lambda: _expect(
-                rest.pipeline([["LPUSH", key, value], ["EXPIRE", key, SCRATCH_TTL_S]]), [1, 1])),
+            _check(
+                "queue push",
+                lambda: _expect(
+                    rest.pipeline([["LPUSH", key, value], ["EXPIRE", key, SCRATCH_TTL_S]]), [1, 1]
+                ),
+            ),
             _check("queue pop", lambda: _expect(rest.execute(["RPOP", key]), value)),
         ]
     finally:
@@ -80,12 +88,16 @@ def _tcp_checks(settings: Settings, key: str, value: str) -> list[Result]:
     assert tcp is not None  # REDIS_URL is set
     try:
         return [
-            _check("tcp set", lambda: _expect(
-                tcp.execute(["SET", key, value, "EX", SCRATCH_TTL_S]), True)),
+            _check(
+                "tcp set",
+                lambda: _expect(tcp.execute(["SET", key, value, "EX", SCRATCH_TTL_S]), True),
+            ),
             _check("tcp get", lambda: _expect(tcp.execute(["GET", key]), value)),
             _check("tcp del", lambda: _expect(tcp.execute(["DEL", key]), 1)),
-            _check("tcp pubsub", lambda: _pubsub_round_trip(tcp.raw, key, value,
-                                                            settings.upstash_timeout_s)),
+            _check(
+                "tcp pubsub",
+                lambda: _pubsub_round_trip(tcp.raw, key, value, settings.upstash_timeout_s),
+            ),
         ]
     finally:
         _quietly(lambda: tcp.execute(["DEL", key]))

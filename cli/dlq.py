@@ -26,10 +26,18 @@ def run(args: argparse.Namespace) -> int:
     client = get_client()
     if args.action == "list":
         for job in queue.list_dead(client, name, args.limit):
-            print(json.dumps({"jobId": job.id, "userId": job.user_id, "attempts": job.attempts,
-                              "lastError": job.last_error,
-                              "deadAt": iso(job.extra.get("dead_at")),
-                              "payload": job.payload}))
+            print(
+                json.dumps(
+                    {
+                        "jobId": job.id,
+                        "userId": job.user_id,
+                        "attempts": job.attempts,
+                        "lastError": job.last_error,
+                        "deadAt": iso(job.extra.get("dead_at")),
+                        "payload": job.payload,
+                    }
+                )
+            )
         return 0
     if args.action == "purge":
         print(f"purged {queue.purge(client, name)} dead job(s)")

@@ -18,14 +18,25 @@ DEFAULT_IDLE_EXIT_MS = 1000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--budget-seconds", type=float, default=60.0,
-                        help="time the invocation may take, like a Lambda timeout (default 60)")
+    parser.add_argument(
+        "--budget-seconds",
+        type=float,
+        default=60.0,
+        help="time the invocation may take, like a Lambda timeout (default 60)",
+    )
     idle = parser.add_mutually_exclusive_group()
-    idle.add_argument("--idle-exit-ms", type=int, default=None,
-                      help="return after this much idle time (default: DRAIN_IDLE_EXIT_MS, "
-                           f"else {DEFAULT_IDLE_EXIT_MS})")
-    idle.add_argument("--no-idle-exit", action="store_true",
-                      help="keep polling an empty queue until the budget is spent")
+    idle.add_argument(
+        "--idle-exit-ms",
+        type=int,
+        default=None,
+        help="return after this much idle time (default: DRAIN_IDLE_EXIT_MS, "
+        f"else {DEFAULT_IDLE_EXIT_MS})",
+    )
+    idle.add_argument(
+        "--no-idle-exit",
+        action="store_true",
+        help="keep polling an empty queue until the budget is spent",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

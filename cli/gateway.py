@@ -19,15 +19,28 @@ DEFAULT_PORT = 8079
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
-                        help=f"port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"port to listen on (default {DEFAULT_PORT}; 0 picks a free one)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--token", default=None,
-                        help="bearer token clients must send (default: a random one, printed)")
-    parser.add_argument("--read-only-token", default=None,
-                        help="optional second token that may only run read commands")
-    parser.add_argument("--redis-url", default=None,
-                        help="redis:// URL of the backing server (default: an embedded Valkey)")
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="bearer token clients must send (default: a random one, printed)",
+    )
+    parser.add_argument(
+        "--read-only-token",
+        default=None,
+        help="optional second token that may only run read commands",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help="redis:// URL of the backing server (default: an embedded Valkey)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,7 +56,10 @@ def run(args: argparse.Namespace) -> int:
             embedded.start()
             redis_url = embedded.url
         server = GatewayServer(
-            redis_url, token, port=args.port, host=args.host,
+            redis_url,
+            token,
+            port=args.port,
+            host=args.host,
             read_only_token=args.read_only_token,
         )
         server.start()

@@ -15,10 +15,19 @@ DEFAULT_TTL_S = 3600
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sub", required=True, help="user id (the token's `sub` claim)")
-    parser.add_argument("--public-key", required=True, dest="public_key",
-                        help="wallet public key (the token's `publicKey` claim)")
-    parser.add_argument("--ttl", type=int, default=DEFAULT_TTL_S, metavar="S",
-                        help=f"seconds until the token expires (default {DEFAULT_TTL_S})")
+    parser.add_argument(
+        "--public-key",
+        required=True,
+        dest="public_key",
+        help="wallet public key (the token's `publicKey` claim)",
+    )
+    parser.add_argument(
+        "--ttl",
+        type=int,
+        default=DEFAULT_TTL_S,
+        metavar="S",
+        help=f"seconds until the token expires (default {DEFAULT_TTL_S})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

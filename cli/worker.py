@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     worker = start_polling_worker(
-        args.queue or keys.REQUEST_QUEUE, processor,
+        args.queue or keys.REQUEST_QUEUE,
+        processor,
         interval_ms=settings.drain_poll_interval_ms,
         max_interval_ms=settings.drain_poll_max_interval_ms,
         empty_backoff_factor=settings.drain_backoff_factor,

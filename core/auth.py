@@ -126,7 +126,9 @@ def _decode_hs256(token: str, settings: Settings) -> dict[str, Any]:
 
     try:
         return jwt.decode(
-            token, settings.auth_jwt_secret, algorithms=list(HS_ALGORITHMS),
+            token,
+            settings.auth_jwt_secret,
+            algorithms=list(HS_ALGORITHMS),
             **_decode_options(settings),
         )
     except jwt.PyJWTError as exc:
@@ -145,7 +147,9 @@ def _decode_jwks(token: str, settings: Settings) -> dict[str, Any]:
         raise AuthError("no matching signing key for the token") from exc
     try:
         return jwt.decode(
-            token, signing_key.key, algorithms=list(JWKS_ALGORITHMS),
+            token,
+            signing_key.key,
+            algorithms=list(JWKS_ALGORITHMS),
             **_decode_options(settings),
         )
     except jwt.PyJWTError as exc:
@@ -180,7 +184,12 @@ def _reason(exc: Exception) -> str:
 
 
 def mint_token(
-    sub: str, public_key: str, secret: str, ttl_s: int = 3600, *, now: float | None = None,
+    sub: str,
+    public_key: str,
+    secret: str,
+    ttl_s: int = 3600,
+    *,
+    now: float | None = None,
     **claims: Any,
 ) -> str:
     """An HS256 token for `sub` and `public_key`, valid for `ttl_s` seconds (dev and tests)."""

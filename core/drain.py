@@ -90,9 +90,15 @@ def drain(
 
 
 class _Drain:
-    def __init__(self, client: RedisClient, processor: Processor,
-                 remaining_ms: Callable[[], int], policy: QueuePolicy,
-                 options: DrainOptions, queue: str) -> None:
+    def __init__(
+        self,
+        client: RedisClient,
+        processor: Processor,
+        remaining_ms: Callable[[], int],
+        policy: QueuePolicy,
+        options: DrainOptions,
+        queue: str,
+    ) -> None:
         self.client, self.processor, self.queue = client, processor, queue
         self.remaining_ms, self.policy, self.options = remaining_ms, policy, options
         self.summary = DrainSummary()
@@ -154,8 +160,9 @@ class _Drain:
             self.summary.polls += 1
             jobs = await ahead
             if jobs and self.budget_ms() <= MIN_BATCH_BUDGET_MS:
-                result = ack(self.client, self.queue, [Outcome(j, "release") for j in jobs],
-                             self.policy)
+                result = ack(
+                    self.client, self.queue, [Outcome(j, "release") for j in jobs], self.policy
+                )
                 self.summary.released += result.counts.get("release", 0)
                 return
 
@@ -180,8 +187,14 @@ class _Drain:
         self.summary.released += result.counts.get("release", 0)
         for outcome in outcomes:
             if outcome.kind not in ("ok", "release"):
-                event(log, "job." + outcome.kind, logging.WARNING, job_id=outcome.job.id,
-                      attempts=outcome.job.attempts, error=outcome.error)
+                event(
+                    log,
+                    "job." + outcome.kind,
+                    logging.WARNING,
+                    job_id=outcome.job.id,
+                    attempts=outcome.job.attempts,
+                    error=outcome.error,
+                )
 
     async def _process(self, jobs: list[Job], limit_s: float) -> list[Outcome]:
         """Run the batch, at most `concurrency` at once, all inside one deadline.
@@ -204,8 +217,10 @@ class _Drain:
         if late:
             await asyncio.gather(*late, return_exceptions=True)
         return [
-            task.result() if task not in late
-            else timed_out(job, self.policy, started[i]) if i in started
+            task.result()
+            if task not in late
+            else timed_out(job, self.policy, started[i])
+            if i in started
             else Outcome(job, "release")
             for i, (job, task) in enumerate(zip(jobs, tasks, strict=True))
         ]

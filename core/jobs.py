@@ -92,10 +92,17 @@ class Job:
         return cls(payload=payload, **known, extra=data)
 
     def to_json(self, **changes: Any) -> str:
-        data = {**self.extra, "id": self.id, "queue": self.queue, "user_id": self.user_id,
-                "public_key": self.public_key, "body": dumps(self.payload),
-                "attempts": self.attempts, "created_at": self.created_at,
-                "enqueued_at": self.enqueued_at}
+        data = {
+            **self.extra,
+            "id": self.id,
+            "queue": self.queue,
+            "user_id": self.user_id,
+            "public_key": self.public_key,
+            "body": dumps(self.payload),
+            "attempts": self.attempts,
+            "created_at": self.created_at,
+            "enqueued_at": self.enqueued_at,
+        }
         if self.last_error is not None:
             data["last_error"] = self.last_error
         data.update(changes)
@@ -103,8 +110,16 @@ class Job:
 
 
 PROCESSOR_FIELDS = ("id", "user_id", "public_key", "payload", "attempts")
-_FIELDS = {"id", "queue", "user_id", "public_key", "attempts", "created_at", "enqueued_at",
-           "last_error"}
+_FIELDS = {
+    "id",
+    "queue",
+    "user_id",
+    "public_key",
+    "attempts",
+    "created_at",
+    "enqueued_at",
+    "last_error",
+}
 
 
 def dumps(value: Any) -> str:

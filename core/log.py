@@ -31,11 +31,24 @@ from typing import IO, Any
 from urllib.parse import urlparse
 
 _context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("log_context")
-_SECRET_WORDS = ("token", "secret", "password", "authorization", "signature", "api_key",
-                 "apikey", "cookie", "credential")
+_SECRET_WORDS = (
+    "token",
+    "secret",
+    "password",
+    "authorization",
+    "signature",
+    "api_key",
+    "apikey",
+    "cookie",
+    "credential",
+)
 # Variables whose values are secrets (the `repr=False` fields of `core.settings.Settings`).
-SECRET_VARIABLES = ("UPSTASH_REDIS_REST_TOKEN", "AUTH_JWT_SECRET", "METRICS_SCRAPE_TOKEN",
-                    "REBALANCE_WEBHOOK_SECRET")
+SECRET_VARIABLES = (
+    "UPSTASH_REDIS_REST_TOKEN",
+    "AUTH_JWT_SECRET",
+    "METRICS_SCRAPE_TOKEN",
+    "REBALANCE_WEBHOOK_SECRET",
+)
 _BEARER = re.compile(r"(?i)\b(bearer)(\s+|%20)[A-Za-z0-9._~+/=-]{12,}")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _MIN_SECRET = 4  # shorter values would mask ordinary words
@@ -120,8 +133,9 @@ class JsonFormatter(logging.Formatter):
 
 
 def _in_lambda() -> bool:
-    return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
-                and os.environ.get("AWS_LAMBDA_RUNTIME_API"))
+    return bool(
+        os.environ.get("AWS_LAMBDA_FUNCTION_NAME") and os.environ.get("AWS_LAMBDA_RUNTIME_API")
+    )
 
 
 def configure(level: str = "INFO", *, stream: IO[str] | None = None) -> None:

@@ -40,8 +40,14 @@ MAX_DAYS = 7
 GAMMA = 1.02
 # Counters that also keep an all-time total (the Prometheus counters); other names, such as
 # the smoke check's scratch counter, stay daily only so the totals hash keeps fixed fields.
-TRACKED = (keys.SUBMITTED, keys.SUCCEEDED, keys.FAILED, keys.RETRIED, keys.DEAD,
-           keys.RATE_LIMIT_BLOCKED)
+TRACKED = (
+    keys.SUBMITTED,
+    keys.SUCCEEDED,
+    keys.FAILED,
+    keys.RETRIED,
+    keys.DEAD,
+    keys.RATE_LIMIT_BLOCKED,
+)
 _FAILURE_TEXT_LIMIT = 8 * 1024  # a stack trace is useful; a megabyte of one is a cost
 
 _COUNT = Script("metrics_count.lua", prelude=["_metrics.lua"])
@@ -70,7 +76,9 @@ def increment_counter(
 
 
 def record_timings(
-    durations_ms: Sequence[float], now_ms: int | None = None, *,
+    durations_ms: Sequence[float],
+    now_ms: int | None = None,
+    *,
     client: RedisClient | None = None,
 ) -> int:
     """Add execution times (ms) to today's and the all-time histograms, in one round trip."""
@@ -78,12 +86,16 @@ def record_timings(
         return 0
     date = keys.day(_now_ms() if now_ms is None else now_ms)
     args = [keys.METRICS_TTL_S, *(repr(float(ms)) for ms in durations_ms)]
-    return int(_TIMINGS(client or get_client(),
-                        [keys.exec_times_key(date), keys.exec_times_key()], args))
+    return int(
+        _TIMINGS(client or get_client(), [keys.exec_times_key(date), keys.exec_times_key()], args)
+    )
 
 
 def record_job_timing(
-    job_id: str, start_time_ms: int, now_ms: int | None = None, *,
+    job_id: str,
+    start_time_ms: int,
+    now_ms: int | None = None,
+    *,
     client: RedisClient | None = None,
 ) -> float:
     """Record that job `job_id` ran from `start_time_ms` until now; returns the duration (ms).
@@ -97,8 +109,12 @@ def record_job_timing(
 
 
 def failure_record(
-    job_id: str, error: BaseException | str, context: Mapping[str, Any] | None = None,
-    payload: Any = None, now_ms: int | None = None, stack: str = "",
+    job_id: str,
+    error: BaseException | str,
+    context: Mapping[str, Any] | None = None,
+    payload: Any = None,
+    now_ms: int | None = None,
+    stack: str = "",
 ) -> str:
     """The JSON stored under `failed_key(job_id)`: error, stack trace, context, payload.
 
@@ -122,13 +138,19 @@ def failure_record(
 
 
 def record_failed_job(
-    job_id: str, error: BaseException | str, context: Mapping[str, Any] | None = None,
-    payload: Any = None, *, now_ms: int | None = None, client: RedisClient | None = None,
+    job_id: str,
+    error: BaseException | str,
+    context: Mapping[str, Any] | None = None,
+    payload: Any = None,
+    *,
+    now_ms: int | None = None,
+    client: RedisClient | None = None,
 ) -> None:
     """Store the failure record of `job_id` for 7 days (the latest failure wins)."""
     value = failure_record(job_id, error, context, payload, now_ms)
     (client or get_client()).execute(
-        ["SET", keys.failed_key(job_id), value, "EX", keys.METRICS_TTL_S])
+        ["SET", keys.failed_key(job_id), value, "EX", keys.METRICS_TTL_S]
+    )
 
 
 def get_failed_job(job_id: str, *, client: RedisClient | None = None) -> dict[str, Any] | None:
@@ -138,7 +160,11 @@ def get_failed_job(job_id: str, *, client: RedisClient | None = None) -> dict[st
 
 
 def check_rate_limit(
-    user_id: str, limit: int = 10, window_s: int = 60, *, now_ms: int | None = None,
+    user_id: str,
+    limit: int = 10,
+    window_s: int = 60,
+    *,
+    now_ms: int | None = None,
     client: RedisClient | None = None,
 ) -> RateLimit:
     """The submit route's sliding-window limiter, as the original system's operation: records
@@ -243,8 +269,9 @@ class Gauges:
 
 def _gauges(results: Sequence[Any], now_ms: int) -> Gauges:
     depth, leased, delayed, dead, oldest = results
-    return Gauges(int(depth or 0), int(leased or 0), int(delayed or 0), int(dead or 0),
-                  _age_s(oldest, now_ms))
+    return Gauges(
+        int(depth or 0), int(leased or 0), int(delayed or 0), int(dead or 0), _age_s(oldest, now_ms)
+    )
 
 
 def _age_s(job_json: Any, now_ms: int) -> float:
@@ -277,8 +304,8 @@ def get_metrics_summary(
     commands += _GAUGE_COMMANDS
     results = (client or get_client()).pipeline(commands)
     counts = _sum_counters(results[0], len(_SUMMARY_COUNTERS))
-    times = Histogram.merge(_hash(raw) for raw in results[1:1 + days])
-    return _summary(days, now, counts, times, _gauges(results[1 + days:], now))
+    times = Histogram.merge(_hash(raw) for raw in results[1 : 1 + days])
+    return _summary(days, now, counts, times, _gauges(results[1 + days :], now))
 
 
 def _sum_counters(values: Sequence[Any], width: int) -> dict[str, int]:
@@ -288,8 +315,9 @@ def _sum_counters(values: Sequence[Any], width: int) -> dict[str, int]:
     return totals
 
 
-def _summary(days: int, now_ms: int, counts: Mapping[str, int], times: Histogram,
-             gauges: Gauges) -> dict[str, Any]:
+def _summary(
+    days: int, now_ms: int, counts: Mapping[str, int], times: Histogram, gauges: Gauges
+) -> dict[str, Any]:
     blocked = counts[keys.RATE_LIMIT_BLOCKED]
     return {
         "days": days,
@@ -336,8 +364,9 @@ def get_prometheus_snapshot(
     results = (client or get_client()).pipeline(commands + _GAUGE_COMMANDS)
     raw_totals = _hash(results[0])
     totals = {name: int(raw_totals.get(name) or 0) for name in TRACKED}
-    return PrometheusSnapshot(totals, Histogram.merge([_hash(results[1])]),
-                              _gauges(results[2:], now))
+    return PrometheusSnapshot(
+        totals, Histogram.merge([_hash(results[1])]), _gauges(results[2:], now)
+    )
 
 
 # --- Prometheus ------------------------------------------------------------------------
@@ -345,8 +374,23 @@ def get_prometheus_snapshot(
 PREFIX = "agent_rebalance_"
 # Standard buckets (seconds) derived from the fine log buckets: a drained job runs from
 # milliseconds (a no-op) to the webhook timeout and beyond.
-DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-                      60.0, 120.0, 300.0)
+DURATION_BUCKETS_S = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+)
 # exported counter name (without `_total`) -> totals field, help text
 COUNTERS = {
     "jobs_submitted": (keys.SUBMITTED, "Rebalance jobs accepted and queued."),
@@ -391,15 +435,21 @@ class _SnapshotCollector:
         for name, (field_name, doc) in COUNTERS.items():
             yield CounterMetricFamily(PREFIX + name, doc, value=totals[field_name])
         hits = totals[keys.SUBMITTED] + totals[keys.RATE_LIMIT_BLOCKED]
-        yield CounterMetricFamily(PREFIX + "rate_limit_hits",
-                                  "Submits seen by the rate limiter (accepted or blocked).",
-                                  value=hits)
+        yield CounterMetricFamily(
+            PREFIX + "rate_limit_hits",
+            "Submits seen by the rate limiter (accepted or blocked).",
+            value=hits,
+        )
         for name, (attr, doc) in GAUGES.items():
             yield GaugeMetricFamily(PREFIX + name, doc, value=getattr(self.snapshot.gauges, attr))
         buckets = [(_le(b), float(n)) for b, n in times.cumulative(DURATION_BUCKETS_S)]
         buckets.append(("+Inf", float(times.count)))
-        yield HistogramMetricFamily(PREFIX + HISTOGRAM, "Execution time of drained jobs.",
-                                    buckets=buckets, sum_value=times.sum_us / 1e6)
+        yield HistogramMetricFamily(
+            PREFIX + HISTOGRAM,
+            "Execution time of drained jobs.",
+            buckets=buckets,
+            sum_value=times.sum_us / 1e6,
+        )
 
 
 def _le(bound: float) -> str:

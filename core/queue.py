@@ -120,12 +120,22 @@ def enqueue(
     """
     client = client or get_client()
     now = now_ms() if now is None else now
-    job = Job(id=job_id or new_job_id(), payload=data, user_id=user_id, public_key=public_key,
-              created_at=now, enqueued_at=now, queue=keys.queue_key(queue))
+    job = Job(
+        id=job_id or new_job_id(),
+        payload=data,
+        user_id=user_id,
+        public_key=public_key,
+        created_at=now,
+        enqueued_at=now,
+        queue=keys.queue_key(queue),
+    )
     record = status_record(job, JobStatus.QUEUED, now)
     ttl = (policy or QueuePolicy()).job_ttl_s
-    ENQUEUE(client, [keys.queue_key(queue), keys.schedule_key(queue), keys.job_key(job.id)],
-            [job.to_json(), record, ttl, now])
+    ENQUEUE(
+        client,
+        [keys.queue_key(queue), keys.schedule_key(queue), keys.job_key(job.id)],
+        [job.to_json(), record, ttl, now],
+    )
     return job.id
 
 
@@ -145,12 +155,28 @@ def claim(
     today = keys.day(now)
     leased, requeued, dead = CLAIM(
         client,
-        [keys.queue_key(queue), keys.schedule_key(queue), keys.leased_key(queue),
-         keys.delayed_key(queue), keys.dead_key(queue), keys.TOTALS,
-         keys.counter_key(today, keys.FAILED), keys.counter_key(today, keys.DEAD)],
-        [now, batch, policy.lease_ms, policy.max_attempts, keys.JOB_KEY_PREFIX,
-         keys.FAILED_KEY_PREFIX, policy.job_ttl_s, policy.metrics_ttl_s, policy.dead_cap,
-         REQUEUE_SCAN_LIMIT],
+        [
+            keys.queue_key(queue),
+            keys.schedule_key(queue),
+            keys.leased_key(queue),
+            keys.delayed_key(queue),
+            keys.dead_key(queue),
+            keys.TOTALS,
+            keys.counter_key(today, keys.FAILED),
+            keys.counter_key(today, keys.DEAD),
+        ],
+        [
+            now,
+            batch,
+            policy.lease_ms,
+            policy.max_attempts,
+            keys.JOB_KEY_PREFIX,
+            keys.FAILED_KEY_PREFIX,
+            policy.job_ttl_s,
+            policy.metrics_ttl_s,
+            policy.dead_cap,
+            REQUEUE_SCAN_LIMIT,
+        ],
     )
     return Claim([Job.from_dict(data) for data in json.loads(leased)], int(requeued), int(dead))
 
@@ -169,11 +195,18 @@ def ack(
     now = now_ms() if now is None else now
     today = keys.day(now)
     key_list = [
-        keys.schedule_key(queue), keys.leased_key(queue), keys.delayed_key(queue),
-        keys.dead_key(queue), keys.queue_key(queue), keys.TOTALS,
-        *(keys.counter_key(today, name)
-          for name in (keys.SUCCEEDED, keys.FAILED, keys.RETRIED, keys.DEAD)),
-        keys.exec_times_key(today), keys.exec_times_key(),
+        keys.schedule_key(queue),
+        keys.leased_key(queue),
+        keys.delayed_key(queue),
+        keys.dead_key(queue),
+        keys.queue_key(queue),
+        keys.TOTALS,
+        *(
+            keys.counter_key(today, name)
+            for name in (keys.SUCCEEDED, keys.FAILED, keys.RETRIED, keys.DEAD)
+        ),
+        keys.exec_times_key(today),
+        keys.exec_times_key(),
     ]
     rows = []
     for outcome in outcomes:
@@ -211,8 +244,14 @@ def status_record(
     job: Job, status: JobStatus, now: int, *, error: str | None = None, result: Any = None
 ) -> str:
     """The JSON stored at `agent:rebalance:job:<id>` (see `core.jobs`)."""
-    record = {"id": job.id, "user_id": job.user_id, "status": str(status),
-              "attempts": job.attempts, "created_at": job.created_at, "updated_at": now}
+    record = {
+        "id": job.id,
+        "user_id": job.user_id,
+        "status": str(status),
+        "attempts": job.attempts,
+        "created_at": job.created_at,
+        "updated_at": now,
+    }
     if error:
         record["last_error"] = error
     if result is not None and result is not True:
@@ -224,10 +263,15 @@ def failure_record(job: Job, outcome: Outcome, now: int) -> str:
     """The failure record of a delivery (`metrics:…:failed:<id>`, 7 d), in metrics' format."""
     from core import metrics  # metrics reads the queue's depth: import it when a job fails
 
-    context = {"attempts": job.attempts, "queue": job.queue, "user_id": job.user_id,
-               "outcome": outcome.kind}
-    return metrics.failure_record(job.id, outcome.error or "", context, job.payload, now,
-                                  outcome.stack or "")
+    context = {
+        "attempts": job.attempts,
+        "queue": job.queue,
+        "user_id": job.user_id,
+        "outcome": outcome.kind,
+    }
+    return metrics.failure_record(
+        job.id, outcome.error or "", context, job.payload, now, outcome.stack or ""
+    )
 
 
 def list_dead(client: RedisClient, queue: str, limit: int = 100) -> list[Job]:
@@ -237,14 +281,20 @@ def list_dead(client: RedisClient, queue: str, limit: int = 100) -> list[Job]:
 
 
 def replay(
-    client: RedisClient, queue: str, job_ids: Sequence[str] = (), *, all_jobs: bool = False,
-    policy: QueuePolicy | None = None, now: int | None = None,
+    client: RedisClient,
+    queue: str,
+    job_ids: Sequence[str] = (),
+    *,
+    all_jobs: bool = False,
+    policy: QueuePolicy | None = None,
+    now: int | None = None,
 ) -> list[str]:
     """Put dead jobs back as `queued` with attempts reset; returns the ids replayed."""
     now = now_ms() if now is None else now
     ttl = (policy or QueuePolicy()).job_ttl_s
     replayed = REPLAY(
-        client, [keys.dead_key(queue), keys.queue_key(queue), keys.schedule_key(queue)],
+        client,
+        [keys.dead_key(queue), keys.queue_key(queue), keys.schedule_key(queue)],
         [now, keys.JOB_KEY_PREFIX, ttl, "1" if all_jobs else "0", *job_ids],
     )
     return list(replayed or [])
@@ -257,15 +307,23 @@ def purge(client: RedisClient, queue: str) -> int:
 
 def depth_commands(queue: str) -> list[list[str | int]]:
     """The reads behind `depth`: queued, leased, delayed, dead (metrics pipeline them too)."""
-    return [["LLEN", keys.queue_key(queue)], ["HLEN", keys.leased_key(queue)],
-            ["HLEN", keys.delayed_key(queue)], ["LLEN", keys.dead_key(queue)]]
+    return [
+        ["LLEN", keys.queue_key(queue)],
+        ["HLEN", keys.leased_key(queue)],
+        ["HLEN", keys.delayed_key(queue)],
+        ["LLEN", keys.dead_key(queue)],
+    ]
 
 
 def depth(client: RedisClient, queue: str) -> dict[str, int]:
     """Queued, leased, delayed and dead counts, in one round trip."""
     queued, leased, delayed, dead = client.pipeline(depth_commands(queue))
-    return {"queued": int(queued), "leased": int(leased), "delayed": int(delayed),
-            "dead": int(dead)}
+    return {
+        "queued": int(queued),
+        "leased": int(leased),
+        "delayed": int(delayed),
+        "dead": int(dead),
+    }
 
 
 def decode_result(value: Any) -> Any:
@@ -273,5 +331,18 @@ def decode_result(value: Any) -> Any:
     return value if isinstance(value, dict | list) else None
 
 
-__all__ = ["AckResult", "Claim", "Outcome", "QueuePolicy", "ack", "backoff_ms", "claim",
-           "depth", "enqueue", "has_due_work", "list_dead", "purge", "replay"]
+__all__ = [
+    "AckResult",
+    "Claim",
+    "Outcome",
+    "QueuePolicy",
+    "ack",
+    "backoff_ms",
+    "claim",
+    "depth",
+    "enqueue",
+    "has_due_work",
+    "list_dead",
+    "purge",
+    "replay",
+]

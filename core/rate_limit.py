@@ -50,8 +50,11 @@ def check_rate_limit(
     now = clock_ms() if now_ms is None else now_ms
     allowed, value = _CHECK(
         client,
-        [keys.rate_key(user_id), keys.counter_key(keys.day(now), keys.RATE_LIMIT_BLOCKED),
-         keys.TOTALS],
+        [
+            keys.rate_key(user_id),
+            keys.counter_key(keys.day(now), keys.RATE_LIMIT_BLOCKED),
+            keys.TOTALS,
+        ],
         [now, window_s * 1000, limit, keys.METRICS_TTL_S, keys.RATE_LIMIT_BLOCKED],
     )
     if int(allowed):

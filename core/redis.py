@@ -31,9 +31,33 @@ Command = Sequence[str | int | float]
 
 # Commands whose repetition cannot change anything: safe to resend after a read timeout.
 READ_ONLY = frozenset(
-    {"GET", "MGET", "HGET", "HMGET", "HGETALL", "HLEN", "LLEN", "LRANGE", "LINDEX", "ZRANGE",
-     "ZCARD", "ZCOUNT", "ZSCORE", "ZRANGEBYSCORE", "EXISTS", "TTL", "PTTL", "TYPE", "PING",
-     "ECHO", "SCAN", "INFO", "EVALSHA_RO", "EVAL_RO", "SCRIPT"}
+    {
+        "GET",
+        "MGET",
+        "HGET",
+        "HMGET",
+        "HGETALL",
+        "HLEN",
+        "LLEN",
+        "LRANGE",
+        "LINDEX",
+        "ZRANGE",
+        "ZCARD",
+        "ZCOUNT",
+        "ZSCORE",
+        "ZRANGEBYSCORE",
+        "EXISTS",
+        "TTL",
+        "PTTL",
+        "TYPE",
+        "PING",
+        "ECHO",
+        "SCAN",
+        "INFO",
+        "EVALSHA_RO",
+        "EVAL_RO",
+        "SCRIPT",
+    }
 )
 # httpx writes a request's headers and body separately; with Nagle's algorithm on, the body
 # waits for the server's delayed ACK of the headers (40 ms on Linux) on every request.
@@ -152,7 +176,9 @@ class TcpClient:
         self.round_trips = 0
         self._errors = (redis.RedisError, OSError)
         self.raw = redis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
             decode_responses=True,
         )
 

@@ -131,13 +131,26 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 }
 
 _POSITIVE = (
-    "upstash_timeout_ms", "rate_limit_max", "rate_limit_window_s", "max_body_bytes", "job_ttl_s",
-    "job_max_attempts", "job_lease_seconds", "retry_base_delay_ms", "retry_max_delay_ms",
-    "drain_batch_size", "drain_concurrency", "drain_poll_interval_ms",
-    "drain_poll_max_interval_ms", "rebalance_webhook_timeout_ms",
+    "upstash_timeout_ms",
+    "rate_limit_max",
+    "rate_limit_window_s",
+    "max_body_bytes",
+    "job_ttl_s",
+    "job_max_attempts",
+    "job_lease_seconds",
+    "retry_base_delay_ms",
+    "retry_max_delay_ms",
+    "drain_batch_size",
+    "drain_concurrency",
+    "drain_poll_interval_ms",
+    "drain_poll_max_interval_ms",
+    "rebalance_webhook_timeout_ms",
 )
 _NON_NEGATIVE = (
-    "upstash_retries", "drain_idle_exit_ms", "drain_safety_margin_ms", "sim_latency_ms",
+    "upstash_retries",
+    "drain_idle_exit_ms",
+    "drain_safety_margin_ms",
+    "sim_latency_ms",
 )
 
 

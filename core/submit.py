@@ -104,26 +104,48 @@ def submit_job(
     job = _new_job(principal, payload, now)
     today = keys.day(now)
     script_keys = [
-        keys.rate_key(principal.user_id), keys.REQUEST_QUEUE, keys.schedule_key(keys.REQUEST_QUEUE),
-        keys.job_key(job.id), keys.counter_key(today, keys.SUBMITTED),
-        keys.counter_key(today, keys.RATE_LIMIT_BLOCKED), keys.TOTALS,
+        keys.rate_key(principal.user_id),
+        keys.REQUEST_QUEUE,
+        keys.schedule_key(keys.REQUEST_QUEUE),
+        keys.job_key(job.id),
+        keys.counter_key(today, keys.SUBMITTED),
+        keys.counter_key(today, keys.RATE_LIMIT_BLOCKED),
+        keys.TOTALS,
     ]
     print_ = fingerprint(payload)
     if idempotency_key is not None:
         script_keys.append(keys.idempotency_key(principal.user_id, idempotency_key))
-    reply = _SUBMIT(client, script_keys, [
-        now, settings.rate_limit_window_s * 1000, settings.rate_limit_max, job.id,
-        job.to_json(), status_record(job, JobStatus.QUEUED, now), settings.job_ttl_s,
-        keys.METRICS_TTL_S, keys.SUBMITTED, keys.RATE_LIMIT_BLOCKED,
-        print_, dumps({"jobId": job.id, "fingerprint": print_}), IDEMPOTENCY_TTL_S,
-    ])
+    reply = _SUBMIT(
+        client,
+        script_keys,
+        [
+            now,
+            settings.rate_limit_window_s * 1000,
+            settings.rate_limit_max,
+            job.id,
+            job.to_json(),
+            status_record(job, JobStatus.QUEUED, now),
+            settings.job_ttl_s,
+            keys.METRICS_TTL_S,
+            keys.SUBMITTED,
+            keys.RATE_LIMIT_BLOCKED,
+            print_,
+            dumps({"jobId": job.id, "fingerprint": print_}),
+            IDEMPOTENCY_TTL_S,
+        ],
+    )
     return _outcome(reply)
 
 
 def _new_job(principal: Principal, payload: dict[str, Any], now: int) -> Job:
     return Job(
-        id=new_job_id(), payload=payload, user_id=principal.user_id,
-        public_key=principal.public_key, attempts=0, created_at=now, enqueued_at=now,
+        id=new_job_id(),
+        payload=payload,
+        user_id=principal.user_id,
+        public_key=principal.public_key,
+        attempts=0,
+        created_at=now,
+        enqueued_at=now,
         queue=keys.REQUEST_QUEUE,
     )
 
@@ -150,11 +172,13 @@ def get_status(client: RedisClient, user_id: str, job_id: str) -> dict[str, Any]
     """The status view of `job_id` if `user_id` owns it (one round trip), else `NotFoundError`."""
     if not keys.is_job_id(job_id):
         raise _not_found()  # nothing with that shape was ever stored: no lookup needed
-    raw_record, raw_leased, lease_ends = client.pipeline([
-        ["GET", keys.job_key(job_id)],
-        ["HGET", keys.leased_key(keys.REQUEST_QUEUE), job_id],
-        ["ZSCORE", keys.schedule_key(keys.REQUEST_QUEUE), job_id],
-    ])
+    raw_record, raw_leased, lease_ends = client.pipeline(
+        [
+            ["GET", keys.job_key(job_id)],
+            ["HGET", keys.leased_key(keys.REQUEST_QUEUE), job_id],
+            ["ZSCORE", keys.schedule_key(keys.REQUEST_QUEUE), job_id],
+        ]
+    )
     record = _json_object(raw_record)
     if record is None or record.get("user_id") != user_id or "id" not in record:
         raise _not_found()
@@ -182,8 +206,13 @@ def parse_watch(wait: str | None, since: str | None) -> tuple[int, str | None]:
 
 
 def watch_status(
-    client: RedisClient, user_id: str, job_id: str, wait_s: float, since: str | None = None,
-    *, sleep: Callable[[float], None] = time.sleep,
+    client: RedisClient,
+    user_id: str,
+    job_id: str,
+    wait_s: float,
+    since: str | None = None,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
     """The status once it differs from `since` (default: the status at the first read), is

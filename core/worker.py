@@ -55,8 +55,16 @@ def dequeue_once(
         if tcp is not None:
             from core.keys import queue_key
 
-            tcp.execute(["BLMOVE", queue_key(queue), queue_key(queue), "RIGHT", "RIGHT",
-                         max(0.01, round(left, 2))])
+            tcp.execute(
+                [
+                    "BLMOVE",
+                    queue_key(queue),
+                    queue_key(queue),
+                    "RIGHT",
+                    "RIGHT",
+                    max(0.01, round(left, 2)),
+                ]
+            )
         else:
             time.sleep(min(pause, left))
             pause = min(pause * 1.5, 1.0)
@@ -65,8 +73,16 @@ def dequeue_once(
 class PollingWorker:
     """A background thread that claims, handles and acknowledges one job at a time."""
 
-    def __init__(self, queue: str, handler: Handler, interval_ms: int, max_interval_ms: int,
-                 empty_backoff_factor: float, client: RedisClient, policy: QueuePolicy) -> None:
+    def __init__(
+        self,
+        queue: str,
+        handler: Handler,
+        interval_ms: int,
+        max_interval_ms: int,
+        empty_backoff_factor: float,
+        client: RedisClient,
+        policy: QueuePolicy,
+    ) -> None:
         self.queue, self.handler, self.client, self.policy = queue, handler, client, policy
         self.interval_ms, self.max_interval_ms = interval_ms, max_interval_ms
         self.factor = empty_backoff_factor
@@ -118,7 +134,12 @@ def start_polling_worker(
 ) -> PollingWorker:
     """Start polling `queue`; empty polls back off by `empty_backoff_factor` up to the max."""
     worker = PollingWorker(
-        queue, handler, interval_ms, max_interval_ms, empty_backoff_factor,
-        client or get_client(), policy or QueuePolicy.from_settings(get_settings()),
+        queue,
+        handler,
+        interval_ms,
+        max_interval_ms,
+        empty_backoff_factor,
+        client or get_client(),
+        policy or QueuePolicy.from_settings(get_settings()),
     )
     return worker.start()

@@ -67,7 +67,7 @@ def to_arg(item: Any) -> bytes:
 def parse_command(value: Any) -> Args:
     """A JSON array `["CMD", arg, ...]` as an argument list."""
     if not isinstance(value, list):
-        raise RequestError("ERR the request body must be a JSON array: [\"COMMAND\", ...]")
+        raise RequestError('ERR the request body must be a JSON array: ["COMMAND", ...]')
     if not value:
         raise RequestError("ERR empty command")
     return [to_arg(item) for item in value]
@@ -113,17 +113,60 @@ def command_name(args: Sequence[bytes]) -> str:
 # -- refusal --------------------------------------------------------------------------------
 
 _BLOCKING = frozenset(
-    {"BLPOP", "BRPOP", "BRPOPLPUSH", "BLMOVE", "BLMPOP", "BZPOPMIN", "BZPOPMAX", "BZMPOP",
-     "WAIT", "WAITAOF"}
+    {
+        "BLPOP",
+        "BRPOP",
+        "BRPOPLPUSH",
+        "BLMOVE",
+        "BLMPOP",
+        "BZPOPMIN",
+        "BZPOPMAX",
+        "BZMPOP",
+        "WAIT",
+        "WAITAOF",
+    }
 )
 _CONNECTION_STATE = frozenset(
-    {"SELECT", "MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH", "SUBSCRIBE", "PSUBSCRIBE",
-     "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE", "MONITOR", "CLIENT", "QUIT",
-     "HELLO", "RESET", "AUTH", "READONLY", "READWRITE", "ASKING"}
+    {
+        "SELECT",
+        "MULTI",
+        "EXEC",
+        "DISCARD",
+        "WATCH",
+        "UNWATCH",
+        "SUBSCRIBE",
+        "PSUBSCRIBE",
+        "SSUBSCRIBE",
+        "UNSUBSCRIBE",
+        "PUNSUBSCRIBE",
+        "SUNSUBSCRIBE",
+        "MONITOR",
+        "CLIENT",
+        "QUIT",
+        "HELLO",
+        "RESET",
+        "AUTH",
+        "READONLY",
+        "READWRITE",
+        "ASKING",
+    }
 )
 _ADMIN = frozenset(
-    {"SHUTDOWN", "DEBUG", "SYNC", "PSYNC", "REPLCONF", "REPLICAOF", "SLAVEOF", "FAILOVER",
-     "MODULE", "CLUSTER", "SWAPDB", "MIGRATE", "ACL"}
+    {
+        "SHUTDOWN",
+        "DEBUG",
+        "SYNC",
+        "PSYNC",
+        "REPLCONF",
+        "REPLICAOF",
+        "SLAVEOF",
+        "FAILOVER",
+        "MODULE",
+        "CLUSTER",
+        "SWAPDB",
+        "MIGRATE",
+        "ACL",
+    }
 )
 
 

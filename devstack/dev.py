@@ -48,8 +48,9 @@ def build_app() -> Any:
         try:
             get_client().execute(["PING"])
         except UpstashError:
-            return _web.error_response(503, "service_unavailable", "Redis does not answer",
-                                       {"Retry-After": "1"})
+            return _web.error_response(
+                503, "service_unavailable", "Redis does not answer", {"Retry-After": "1"}
+            )
         return JSONResponse({"status": "ok", "redis": "ok"})
 
     document = render()
@@ -57,8 +58,10 @@ def build_app() -> Any:
     def openapi(_request: Request) -> Response:
         return Response(document, media_type="application/json")
 
-    extra = [Route("/healthz", healthz, methods=["GET"]),
-             Route("/openapi.json", openapi, methods=["GET"])]
+    extra = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
     return _web.create_app([*metrics.routes, *submit.routes, *status.routes, *extra])
 
 
@@ -151,7 +154,7 @@ Try it:
   curl -s {url}/api/agent/rebalance/<jobId> -H "Authorization: Bearer $TOKEN"
   curl -s {url}/api/agent/rebalance/metrics?days=1 -H "Authorization: Bearer $TOKEN"
   curl -s {url}/api/agent/rebalance/metrics/prometheus \\
-       -H "Authorization: Bearer {os.environ['METRICS_SCRAPE_TOKEN']}"
+       -H "Authorization: Bearer {os.environ["METRICS_SCRAPE_TOKEN"]}"
 Ctrl-C stops everything.
 """.rstrip()
 
@@ -188,8 +191,7 @@ def _serve() -> int:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, port))
         url = f"http://{host}:{sock.getsockname()[1]}"
-        server = uvicorn.Server(uvicorn.Config(build_app(), log_level="warning",
-                                               access_log=False))
+        server = uvicorn.Server(uvicorn.Config(build_app(), log_level="warning", access_log=False))
         ticker = Ticker(ticker_s) if ticker_s > 0 else None
         if ticker:
             ticker.start()

@@ -53,7 +53,7 @@ def strip_script_flag(script: bytes) -> bytes:
 
 
 def _flags(word: bytes) -> list[bytes]:
-    return word[len(b"flags="):].split(b",") if word.startswith(b"flags=") else []
+    return word[len(b"flags=") :].split(b",") if word.startswith(b"flags=") else []
 
 
 def strip_function_flag(library: bytes) -> bytes:

@@ -84,9 +84,16 @@ ERRORS: dict[type[Exception], tuple[int, str]] = {
     KeySetUnavailableError: (503, "service_unavailable"),
 }
 _HTTP_CODES = {
-    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
-    422: "validation_error", 429: "rate_limited", 503: "service_unavailable",
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    503: "service_unavailable",
 }
 # Client-facing messages for server-side failures: the cause goes to the log, not the body.
 _SAFE_MESSAGES = {
@@ -138,8 +145,9 @@ class Call:
 
 def _is_json(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or (media.startswith("application/")
-                                           and media.endswith("+json"))
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
 
 
 def _reject_constant(name: str) -> Any:
@@ -156,8 +164,9 @@ def _finite_float(text: str) -> float:
 def parse_json(body: bytes) -> Any:
     """Strict JSON: UTF-8, no NaN/Infinity, no lone surrogates, bounded nesting (else 400)."""
     try:
-        value = json.loads(body.decode("utf-8"), parse_constant=_reject_constant,
-                           parse_float=_finite_float)
+        value = json.loads(
+            body.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float
+        )
         # Lone surrogate escapes parse but cannot be stored as UTF-8; refuse them here.
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except (UnicodeError, ValueError, RecursionError):
@@ -204,8 +213,7 @@ async def _on_core_error(request: Request, exc: Exception) -> Response:
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
     if status >= 500:
-        event(log, "http.server_error", logging.WARNING, error=type(exc).__name__,
-              detail=str(exc))
+        event(log, "http.server_error", logging.WARNING, error=type(exc).__name__, detail=str(exc))
         message = _SAFE_MESSAGES.get(status, "internal error")
     else:
         message = str(exc)
@@ -255,8 +263,7 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"],
-                                      (b"x-request-id", request_id.encode())]
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
         with bind(request_id=request_id):
@@ -265,9 +272,15 @@ class RequestContext:
             finally:
                 # Endpoints put the job they touched in `request.state`, for this line.
                 job = {"job_id": job_id} if (job_id := scope.get("state", {}).get("job_id")) else {}
-                event(log, "http.request", method=scope.get("method"),
-                      path=scope.get("path"), status=status,
-                      ms=round((time.perf_counter() - started) * 1000, 2), **job)
+                event(
+                    log,
+                    "http.request",
+                    method=scope.get("method"),
+                    path=scope.get("path"),
+                    status=status,
+                    ms=round((time.perf_counter() - started) * 1000, 2),
+                    **job,
+                )
 
 
 def request_id_of(scope: Scope) -> str:

@@ -30,7 +30,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     processor = _processor(settings.rebalance_processor)
     with bind(request_id=getattr(context, "aws_request_id", None), source="drain"):
         summary = drain(
-            get_client(), processor, context.get_remaining_time_in_millis,
+            get_client(),
+            processor,
+            context.get_remaining_time_in_millis,
             policy=QueuePolicy.from_settings(settings),
             options=DrainOptions.from_settings(settings),
         )

@@ -50,8 +50,9 @@ def _days(raw: str | None) -> int:
 
 routes = [
     Route("/api/agent/rebalance/metrics", _web.endpoint(get_summary), methods=["GET"]),
-    Route("/api/agent/rebalance/metrics/prometheus", _web.endpoint(get_prometheus),
-          methods=["GET"]),
+    Route(
+        "/api/agent/rebalance/metrics/prometheus", _web.endpoint(get_prometheus), methods=["GET"]
+    ),
 ]
 app = _web.create_app(routes)
 handler = _web.create_handler(app)

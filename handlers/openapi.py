@@ -46,7 +46,8 @@ def _errors(*statuses: str) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     for status in statuses:
         response: dict[str, Any] = {
-            "description": _ERROR_CODES[status], "content": _json(_ref("Error")),
+            "description": _ERROR_CODES[status],
+            "content": _json(_ref("Error")),
         }
         if status in ("429", "503"):
             response["headers"] = _RETRY_AFTER
@@ -61,11 +62,13 @@ def _schemas() -> dict[str, Any]:
         "Error": {
             "type": "object",
             "required": ["error"],
-            "properties": {"error": {
-                "type": "object",
-                "required": ["code", "message"],
-                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-            }},
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                }
+            },
         },
         "RebalanceRequest": {
             "type": "object",
@@ -99,8 +102,16 @@ def _schemas() -> dict[str, Any]:
 
 
 def _metrics_summary(count: dict[str, Any], millis: dict[str, Any]) -> dict[str, Any]:
-    counts = ["totalJobs", "failedJobs", "succeededJobs", "retriedJobs", "deadJobs",
-              "queueDepth", "inFlight", "deadLetterDepth"]
+    counts = [
+        "totalJobs",
+        "failedJobs",
+        "succeededJobs",
+        "retriedJobs",
+        "deadJobs",
+        "queueDepth",
+        "inFlight",
+        "deadLetterDepth",
+    ]
     times = ["avgExecutionTime", "p50ExecutionTime", "p95ExecutionTime", "p99ExecutionTime"]
     properties: dict[str, Any] = {name: count for name in counts}
     properties.update({name: millis for name in times})
@@ -112,89 +123,127 @@ def _metrics_summary(count: dict[str, Any], millis: dict[str, Any]) -> dict[str,
     }
     return {
         "type": "object",
-        "required": ["totalJobs", "failedJobs", "avgExecutionTime", "p95ExecutionTime",
-                     "rateLimit"],
+        "required": [
+            "totalJobs",
+            "failedJobs",
+            "avgExecutionTime",
+            "p95ExecutionTime",
+            "rateLimit",
+        ],
         "properties": properties,
     }
 
 
 def _submit() -> dict[str, Any]:
-    return {"post": {
-        "operationId": "submitRebalance",
-        "summary": "Queue a rebalance request",
-        "security": [{"bearerAuth": []}],
-        "parameters": [{
-            "name": "Idempotency-Key", "in": "header", "required": False,
-            "description": "The same key and body from the same user within 24 h returns "
-                           "the original job; the key with another body is a 422.",
-            "schema": {"type": "string", "minLength": 1, "maxLength": 255,
-                       "pattern": "^[ -~]*[!-~][ -~]*$"},
-        }],
-        "requestBody": {"required": True, "content": _json(_ref("RebalanceRequest"))},
-        "responses": {
-            "202": {
-                "description": "Queued.",
-                "headers": {"Location": {"description": "The job's status URL.",
-                                         "schema": {"type": "string"}}},
-                "content": _json(_ref("Accepted")),
+    return {
+        "post": {
+            "operationId": "submitRebalance",
+            "summary": "Queue a rebalance request",
+            "security": [{"bearerAuth": []}],
+            "parameters": [
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "description": "The same key and body from the same user within 24 h returns "
+                    "the original job; the key with another body is a 422.",
+                    "schema": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 255,
+                        "pattern": "^[ -~]*[!-~][ -~]*$",
+                    },
+                }
+            ],
+            "requestBody": {"required": True, "content": _json(_ref("RebalanceRequest"))},
+            "responses": {
+                "202": {
+                    "description": "Queued.",
+                    "headers": {
+                        "Location": {
+                            "description": "The job's status URL.",
+                            "schema": {"type": "string"},
+                        }
+                    },
+                    "content": _json(_ref("Accepted")),
+                },
+                **_errors("400", "401", "413", "415", "422", "429", "503"),
             },
-            **_errors("400", "401", "413", "415", "422", "429", "503"),
-        },
-    }}
+        }
+    }
 
 
 def _status() -> dict[str, Any]:
-    return {"get": {
-        "operationId": "getRebalanceStatus",
-        "summary": "A job's status (its owner only)",
-        "security": [{"bearerAuth": []}],
-        "description": "With `wait`, a long poll: answers once the status differs from "
-                       "`since` (default: the status when the request came) or is final, "
-                       "or when the wait is over.",
-        "parameters": [
-            {"name": "jobId", "in": "path", "required": True, "schema": {"type": "string"}},
-            {"name": "wait", "in": "query", "required": False,
-             "schema": {"type": "integer", "minimum": 0, "maximum": 5, "default": 0},
-             "description": "Seconds to wait for a change of status."},
-            {"name": "since", "in": "query", "required": False,
-             "schema": {"type": "string", "enum": list(_STATUSES)},
-             "description": "The status the client already knows."},
-        ],
-        "responses": {
-            "200": {"description": "The job's status.", "content": _json(_ref("JobStatus"))},
-            **_errors("401", "404", "422", "503"),
-        },
-    }}
+    return {
+        "get": {
+            "operationId": "getRebalanceStatus",
+            "summary": "A job's status (its owner only)",
+            "security": [{"bearerAuth": []}],
+            "description": "With `wait`, a long poll: answers once the status differs from "
+            "`since` (default: the status when the request came) or is final, "
+            "or when the wait is over.",
+            "parameters": [
+                {"name": "jobId", "in": "path", "required": True, "schema": {"type": "string"}},
+                {
+                    "name": "wait",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 0, "maximum": 5, "default": 0},
+                    "description": "Seconds to wait for a change of status.",
+                },
+                {
+                    "name": "since",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": list(_STATUSES)},
+                    "description": "The status the client already knows.",
+                },
+            ],
+            "responses": {
+                "200": {"description": "The job's status.", "content": _json(_ref("JobStatus"))},
+                **_errors("401", "404", "422", "503"),
+            },
+        }
+    }
 
 
 def _metrics() -> dict[str, Any]:
-    return {"get": {
-        "operationId": "getRebalanceMetrics",
-        "summary": "Metrics summary over the last `days` UTC days",
-        "security": [{"bearerAuth": []}],
-        "parameters": [{"name": "days", "in": "query", "required": False,
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 7,
-                                   "default": 7}}],
-        "responses": {
-            "200": {"description": "The summary.", "content": _json(_ref("MetricsSummary"))},
-            **_errors("401", "422", "503"),
-        },
-    }}
+    return {
+        "get": {
+            "operationId": "getRebalanceMetrics",
+            "summary": "Metrics summary over the last `days` UTC days",
+            "security": [{"bearerAuth": []}],
+            "parameters": [
+                {
+                    "name": "days",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 7, "default": 7},
+                }
+            ],
+            "responses": {
+                "200": {"description": "The summary.", "content": _json(_ref("MetricsSummary"))},
+                **_errors("401", "422", "503"),
+            },
+        }
+    }
 
 
 def _prometheus() -> dict[str, Any]:
-    return {"get": {
-        "operationId": "getRebalancePrometheus",
-        "summary": "All-time counters, gauges and the execution-time histogram",
-        "security": [{"scrapeToken": []}],
-        "responses": {
-            "200": {
-                "description": "Prometheus text exposition format.",
-                "content": {"text/plain": {"schema": {"type": "string"}}},
+    return {
+        "get": {
+            "operationId": "getRebalancePrometheus",
+            "summary": "All-time counters, gauges and the execution-time histogram",
+            "security": [{"scrapeToken": []}],
+            "responses": {
+                "200": {
+                    "description": "Prometheus text exposition format.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                **_errors("401", "503"),
             },
-            **_errors("401", "503"),
-        },
-    }}
+        }
+    }
 
 
 def build_openapi() -> dict[str, Any]:
@@ -205,8 +254,8 @@ def build_openapi() -> dict[str, Any]:
             "title": TITLE,
             "version": VERSION,
             "description": "Queue portfolio rebalance requests for trading agents and "
-                           "follow their status. Every error is "
-                           "`{\"error\": {\"code\", \"message\"}}`.",
+            "follow their status. Every error is "
+            '`{"error": {"code", "message"}}`.',
         },
         "paths": {
             "/api/agent/rebalance": _submit(),
@@ -217,11 +266,14 @@ def build_openapi() -> dict[str, Any]:
         "components": {
             "securitySchemes": {
                 "bearerAuth": {
-                    "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
                     "description": "`sub` = user id, `publicKey` = wallet public key.",
                 },
                 "scrapeToken": {
-                    "type": "http", "scheme": "bearer",
+                    "type": "http",
+                    "scheme": "bearer",
                     "description": "`METRICS_SCRAPE_TOKEN`, for Prometheus.",
                 },
             },

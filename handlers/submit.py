@@ -16,7 +16,10 @@ def submit(call: _web.Call) -> Response:
     """Authenticate, then let core rate-limit, enqueue and record the job in one round trip."""
     principal = call.principal()
     submission = submit_job(
-        call.client, call.settings, principal, call.json(),
+        call.client,
+        call.settings,
+        principal,
+        call.json(),
         idempotency_key=call.request.headers.get("idempotency-key"),
     )
     call.request.state.job_id = submission.job_id

@@ -12,14 +12,25 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-NOT_BILLED = ("cmdstat_info", "cmdstat_hello", "cmdstat_client|", "cmdstat_select",
-              "cmdstat_auth", "cmdstat_flushall", "cmdstat_config|", "cmdstat_command")
+NOT_BILLED = (
+    "cmdstat_info",
+    "cmdstat_hello",
+    "cmdstat_client|",
+    "cmdstat_select",
+    "cmdstat_auth",
+    "cmdstat_flushall",
+    "cmdstat_config|",
+    "cmdstat_command",
+)
 
 
 def command_counts(backend: Any) -> dict[str, int]:
     stats = backend.info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()
-            if not name.startswith(NOT_BILLED)}
+    return {
+        name.removeprefix("cmdstat_"): int(value["calls"])
+        for name, value in stats.items()
+        if not name.startswith(NOT_BILLED)
+    }
 
 
 @dataclass
@@ -38,5 +49,8 @@ def billed(backend: Any) -> Iterator[Billed]:
     result = Billed()
     yield result
     after = command_counts(backend)
-    result.by_command = {name: calls - before.get(name, 0) for name, calls in after.items()
-                         if calls - before.get(name, 0)}
+    result.by_command = {
+        name: calls - before.get(name, 0)
+        for name, calls in after.items()
+        if calls - before.get(name, 0)
+    }

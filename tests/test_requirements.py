@@ -17,9 +17,14 @@ from packaging.utils import canonicalize_name
 REPO = Path(__file__).resolve().parents[1]
 LAMBDA = {
     **default_environment(),
-    "python_version": "3.12", "python_full_version": "3.12.0", "sys_platform": "linux",
-    "platform_system": "Linux", "platform_machine": "aarch64", "os_name": "posix",
-    "implementation_name": "cpython", "platform_python_implementation": "CPython",
+    "python_version": "3.12",
+    "python_full_version": "3.12.0",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "aarch64",
+    "os_name": "posix",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
 }
 
 

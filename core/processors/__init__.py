@@ -69,12 +69,18 @@ async def run_job(
     return Outcome(job, "ok", ms, result=decode_result(value))
 
 
-def timed_out(job: Job, policy: QueuePolicy, started: float, exc: BaseException | None = None
-              ) -> Outcome:
+def timed_out(
+    job: Job, policy: QueuePolicy, started: float, exc: BaseException | None = None
+) -> Outcome:
     """The outcome of a job whose processor ran out of time (retried like any failure)."""
     seconds = time.perf_counter() - started
-    return _failed(job, _retry_or_dead(job, policy), exc or TimeoutError(), started,
-                   f"timed out after {seconds:.1f} s")
+    return _failed(
+        job,
+        _retry_or_dead(job, policy),
+        exc or TimeoutError(),
+        started,
+        f"timed out after {seconds:.1f} s",
+    )
 
 
 def _retry_or_dead(job: Job, policy: QueuePolicy) -> Any:

@@ -37,12 +37,23 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 def build_request(job: Job, secret: str, now_s: int | None = None) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps({"jobId": job.id, "userId": job.user_id, "publicKey": job.public_key,
-                       "payload": job.payload, "attempt": job.attempts},
-                      separators=(",", ":")).encode()
+    body = json.dumps(
+        {
+            "jobId": job.id,
+            "userId": job.user_id,
+            "publicKey": job.public_key,
+            "payload": job.payload,
+            "attempt": job.attempts,
+        },
+        separators=(",", ":"),
+    ).encode()
     timestamp = str(int(time.time()) if now_s is None else now_s)
-    headers = {"Content-Type": "application/json", "X-Rebalance-Timestamp": timestamp,
-               "X-Signature": sign(secret, timestamp, body), "Idempotency-Key": job.id}
+    headers = {
+        "Content-Type": "application/json",
+        "X-Rebalance-Timestamp": timestamp,
+        "X-Signature": sign(secret, timestamp, body),
+        "Idempotency-Key": job.id,
+    }
     return body, headers
 
 
@@ -63,8 +74,9 @@ async def process(job: Job) -> Any:
     timeout = settings.rebalance_webhook_timeout_ms / 1000
     try:
         async with httpx.AsyncClient(timeout=timeout) as client:
-            response = await client.post(settings.rebalance_webhook_url, content=body,
-                                         headers=headers)
+            response = await client.post(
+                settings.rebalance_webhook_url, content=body, headers=headers
+            )
     except httpx.HTTPError as exc:
         raise WebhookRetryableError(f"webhook unreachable: {type(exc).__name__}") from exc
     return _classify(response)

@@ -17,15 +17,20 @@ def test_every_check_passes_on_the_stack(settings: Settings, backend: valkey.Val
     """Counter, timing, summary and Prometheus checks pass; the scratch counter stays daily."""
     results = run_checks(settings)
     assert [name for name, _, _ in results] == [
-        "metrics.counter", "metrics.timing", "metrics.summary", "metrics.prometheus"]
+        "metrics.counter",
+        "metrics.timing",
+        "metrics.summary",
+        "metrics.prometheus",
+    ]
     assert all(passed for _, passed, _ in results), results
     assert SCRATCH_COUNTER not in backend.hgetall(keys.TOTALS)
 
 
 def test_unreachable_upstash_fails_every_check_without_raising(settings: Settings) -> None:
     """No server: each check reports FAIL with a reason instead of a traceback."""
-    down = dataclasses.replace(settings, upstash_redis_rest_url="http://127.0.0.1:9",
-                               upstash_retries=0)
+    down = dataclasses.replace(
+        settings, upstash_redis_rest_url="http://127.0.0.1:9", upstash_retries=0
+    )
     results = run_checks(down)
     assert results and not any(passed for _, passed, _ in results)
     assert all(detail for _, _, detail in results)

@@ -22,7 +22,10 @@ def check(env: dict[str, str], target: str = "redis") -> subprocess.CompletedPro
     # Only PATH and the given variables: nothing from the developer's shell leaks in.
     base = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
     return subprocess.run(
-        [str(REBALANCE), "check", target], env=base | env, capture_output=True, text=True,
+        [str(REBALANCE), "check", target],
+        env=base | env,
+        capture_output=True,
+        text=True,
         timeout=60,
     )
 

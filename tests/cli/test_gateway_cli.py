@@ -52,7 +52,10 @@ def alive(pid: int) -> bool:
 def start(*args: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
     process = subprocess.Popen(
         [str(REBALANCE), "gateway", "--port", "0", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
     )
     assert process.stdout is not None and process.stderr is not None
     printed: dict[str, str] = {}
@@ -113,8 +116,9 @@ def test_gateway_with_redis_url_uses_it(stack: Stack, backend: valkey.Valkey) ->
         token = printed["UPSTASH_REDIS_REST_TOKEN"]
         assert len(token) >= 20
         assert children(process.pid) == []
-        client = Redis(printed["UPSTASH_REDIS_REST_URL"], token, rest_retries=0,
-                       allow_telemetry=False)
+        client = Redis(
+            printed["UPSTASH_REDIS_REST_URL"], token, rest_retries=0, allow_telemetry=False
+        )
         try:
             client.set("via-url", "1")
         finally:

@@ -25,9 +25,14 @@ def test_each_subcommand_has_help(name: str, capsys: pytest.CaptureFixture[str])
 
 
 def test_the_console_script_loads_only_the_chosen_module() -> None:
-    probe = ("import sys; from cli.main import main\n"
-             "try:\n    main(['token', '--help'])\nexcept SystemExit:\n    pass\n"
-             "print(sorted(m for m in sys.modules if m.startswith('cli.')))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         check=True).stdout.strip().splitlines()[-1]
+    probe = (
+        "import sys; from cli.main import main\n"
+        "try:\n    main(['token', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('cli.')))"
+    )
+    out = (
+        subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     assert out == "['cli.main', 'cli.token']"

@@ -21,8 +21,13 @@ Q = keys.REQUEST_QUEUE
 def rebalance(
     env: dict[str, str], *args: str, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_drain_prints_its_summary_last_as_one_json_line(
@@ -30,8 +35,16 @@ def test_drain_prints_its_summary_last_as_one_json_line(
 ) -> None:
     for i in range(3):
         queue.enqueue(Q, {"i": i}, client=rest)
-    done = rebalance({**env, "REBALANCE_PROCESSOR": "core.processors.simulated:noop",
-                      "DRAIN_IDLE_EXIT_MS": "200"}, "drain", "--budget-seconds", "10")
+    done = rebalance(
+        {
+            **env,
+            "REBALANCE_PROCESSOR": "core.processors.simulated:noop",
+            "DRAIN_IDLE_EXIT_MS": "200",
+        },
+        "drain",
+        "--budget-seconds",
+        "10",
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["succeeded"] == 3 and summary["stopReason"] == "idle"
@@ -67,8 +80,12 @@ def test_dlq_list_replay_and_purge(
     assert "replayed 2 job(s)" in everything.stdout
     assert queue.depth(rest, Q)["queued"] == 3
 
-    queue.ack(rest, Q, [Outcome(j, "dead", 1.0, error="again")
-                        for j in queue.claim(rest, Q, 3, one).jobs], one)
+    queue.ack(
+        rest,
+        Q,
+        [Outcome(j, "dead", 1.0, error="again") for j in queue.claim(rest, Q, 3, one).jobs],
+        one,
+    )
     purged = rebalance(env, "dlq", "purge")
     assert "purged 3 dead job(s)" in purged.stdout
     assert backend.llen(keys.dead_key(Q)) == 0
@@ -81,9 +98,16 @@ def test_worker_finishes_the_job_in_hand_on_sigterm(
     job_id = queue.enqueue(Q, {"slow": True}, client=rest)
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "worker"],
-        env={**os.environ, **env, "REBALANCE_PROCESSOR": "core.processors.simulated:process",
-             "SIM_LATENCY_MS": "1500", "DRAIN_POLL_INTERVAL_MS": "50"},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={
+            **os.environ,
+            **env,
+            "REBALANCE_PROCESSOR": "core.processors.simulated:process",
+            "SIM_LATENCY_MS": "1500",
+            "DRAIN_POLL_INTERVAL_MS": "50",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 20
     while not backend.hlen(keys.leased_key(Q)) and time.monotonic() < deadline:
@@ -112,8 +136,12 @@ def test_drain_returns_once_the_queue_is_idle(
 ) -> None:
     """By default a command-line drain does not sit out its whole budget on an empty queue."""
     queue.enqueue(Q, {}, client=rest)
-    done = rebalance({**env, "REBALANCE_PROCESSOR": "core.processors.simulated:noop"},
-                     "drain", "--budget-seconds", "120")
+    done = rebalance(
+        {**env, "REBALANCE_PROCESSOR": "core.processors.simulated:noop"},
+        "drain",
+        "--budget-seconds",
+        "120",
+    )
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert (summary["succeeded"], summary["stopReason"]) == (1, "idle")
 
@@ -123,7 +151,10 @@ def test_bad_settings_and_outages_are_one_line_not_a_traceback(env: dict[str, st
     bad = rebalance({**env, "REBALANCE_PROCESSOR": "nope:process"}, "drain")
     assert bad.returncode == 2 and "REBALANCE_PROCESSOR" in bad.stderr
     assert "Traceback" not in bad.stderr
-    down = rebalance({**env, "UPSTASH_REDIS_REST_URL": "http://127.0.0.1:9",
-                      "UPSTASH_RETRIES": "0"}, "dlq", "list")
+    down = rebalance(
+        {**env, "UPSTASH_REDIS_REST_URL": "http://127.0.0.1:9", "UPSTASH_RETRIES": "0"},
+        "dlq",
+        "list",
+    )
     assert down.returncode == 1 and "Upstash" in down.stderr
     assert "Traceback" not in down.stderr

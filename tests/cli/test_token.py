@@ -24,8 +24,9 @@ def test_mints_a_token_the_api_accepts(monkeypatch, capsys) -> None:
     monkeypatch.setenv("AUTH_JWT_SECRET", SECRET)
     assert _run(["--sub", "user:1", "--public-key", "PK1", "--ttl", "120"]) == 0
     printed = capsys.readouterr().out.strip()
-    settings = Settings(upstash_redis_rest_url="http://x", upstash_redis_rest_token="t",
-                        auth_jwt_secret=SECRET)
+    settings = Settings(
+        upstash_redis_rest_url="http://x", upstash_redis_rest_token="t", auth_jwt_secret=SECRET
+    )
     assert authenticate(f"Bearer {printed}", settings) == Principal("user:1", "PK1")
 
 
@@ -39,13 +40,16 @@ def test_ttl_sets_the_expiry(monkeypatch, capsys) -> None:
     assert claims["exp"] - claims["iat"] == 42
 
 
-@pytest.mark.parametrize(("secret", "argv", "message"), [
-    ("", ["--sub", "u", "--public-key", "k"], "AUTH_JWT_SECRET is not set"),
-    ("short", ["--sub", "u", "--public-key", "k"], "at least 32 bytes"),
-    (SECRET, ["--sub", "", "--public-key", "k"], "--sub"),
-    (SECRET, ["--sub", "u", "--public-key", ""], "--public-key"),
-    (SECRET, ["--sub", "u", "--public-key", "k", "--ttl", "0"], "--ttl"),
-])
+@pytest.mark.parametrize(
+    ("secret", "argv", "message"),
+    [
+        ("", ["--sub", "u", "--public-key", "k"], "AUTH_JWT_SECRET is not set"),
+        ("short", ["--sub", "u", "--public-key", "k"], "at least 32 bytes"),
+        (SECRET, ["--sub", "", "--public-key", "k"], "--sub"),
+        (SECRET, ["--sub", "u", "--public-key", ""], "--public-key"),
+        (SECRET, ["--sub", "u", "--public-key", "k", "--ttl", "0"], "--ttl"),
+    ],
+)
 def test_clear_errors(monkeypatch, capsys, secret: str, argv: list[str], message: str) -> None:
     """Missing secret or bad arguments: exit status 2 and a message naming the problem."""
     monkeypatch.setenv("AUTH_JWT_SECRET", secret)

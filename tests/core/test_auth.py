@@ -23,8 +23,13 @@ BASE = {"upstash_redis_rest_url": "http://127.0.0.1:1", "upstash_redis_rest_toke
 HS = Settings(**BASE, auth_jwt_secret=JWT_SECRET)
 
 
-def hs_token(claims: dict[str, Any] | None = None, *, secret: str = JWT_SECRET,
-             alg: str = "HS256", drop: tuple[str, ...] = ()) -> str:
+def hs_token(
+    claims: dict[str, Any] | None = None,
+    *,
+    secret: str = JWT_SECRET,
+    alg: str = "HS256",
+    drop: tuple[str, ...] = (),
+) -> str:
     payload = {"sub": "user-1", "publicKey": "pk-1", "exp": int(time.time()) + 600}
     payload.update(claims or {})
     for name in drop:
@@ -94,8 +99,9 @@ def test_bad_tokens_are_refused(header: str | None) -> None:
 
 def test_numeric_sub_is_refused() -> None:
     """`sub` must be a string (an integer is refused, not coerced)."""
-    token = jwt.encode({"sub": 7, "publicKey": "pk", "exp": int(time.time()) + 60}, JWT_SECRET,
-                       algorithm="HS256")
+    token = jwt.encode(
+        {"sub": 7, "publicKey": "pk", "exp": int(time.time()) + 60}, JWT_SECRET, algorithm="HS256"
+    )
     with pytest.raises(AuthError):
         authenticate(bearer(token), HS)
 
@@ -113,14 +119,22 @@ def test_issuer_and_audience_are_enforced_when_configured() -> None:
 def test_authorizer_claims_are_trusted_when_configured() -> None:
     """Behind an API Gateway JWT authorizer, the event's verified claims are the principal."""
     trusting = Settings(**BASE, auth_trust_authorizer=True)
-    event = {"requestContext": {"authorizer": {"jwt": {"claims": {"sub": "u9",
-                                                                    "publicKey": "pk9"}}}}}
+    event = {
+        "requestContext": {"authorizer": {"jwt": {"claims": {"sub": "u9", "publicKey": "pk9"}}}}
+    }
     assert authenticate(None, trusting, event) == Principal("u9", "pk9")
 
 
-@pytest.mark.parametrize("event", [None, {}, {"requestContext": {}},
-                                   {"requestContext": {"authorizer": {"jwt": {"claims": "x"}}}},
-                                   {"requestContext": {"authorizer": {"jwt": {"claims": {}}}}}])
+@pytest.mark.parametrize(
+    "event",
+    [
+        None,
+        {},
+        {"requestContext": {}},
+        {"requestContext": {"authorizer": {"jwt": {"claims": "x"}}}},
+        {"requestContext": {"authorizer": {"jwt": {"claims": {}}}}},
+    ],
+)
 def test_authorizer_mode_refuses_requests_without_claims(event: Any) -> None:
     """In authorizer mode a request without verified claims (or without `sub`) is a 401."""
     trusting = Settings(**BASE, auth_trust_authorizer=True)
@@ -142,8 +156,9 @@ def _jwk(private_key: Any, kid: str, alg: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def jwks_url() -> Iterator[str]:
-    body = json.dumps({"keys": [_jwk(RSA_KEY, "rsa-1", "RS256"),
-                                _jwk(EC_KEY, "ec-1", "ES256")]}).encode()
+    body = json.dumps(
+        {"keys": [_jwk(RSA_KEY, "rsa-1", "RS256"), _jwk(EC_KEY, "ec-1", "ES256")]}
+    ).encode()
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -165,18 +180,30 @@ def jwks_url() -> Iterator[str]:
 
 
 def _jwks_settings(url: str) -> Settings:
-    return Settings(**BASE, auth_jwks_url=url, auth_issuer="https://issuer",
-                    auth_audience="rebalance", auth_jwt_secret=JWT_SECRET)
+    return Settings(
+        **BASE,
+        auth_jwks_url=url,
+        auth_issuer="https://issuer",
+        auth_audience="rebalance",
+        auth_jwt_secret=JWT_SECRET,
+    )
 
 
 def _signed(key: Any, alg: str, kid: str, **claims: Any) -> str:
-    payload = {"sub": "jwks-user", "publicKey": "pk", "iss": "https://issuer",
-               "aud": "rebalance", "exp": int(time.time()) + 600, **claims}
+    payload = {
+        "sub": "jwks-user",
+        "publicKey": "pk",
+        "iss": "https://issuer",
+        "aud": "rebalance",
+        "exp": int(time.time()) + 600,
+        **claims,
+    }
     return jwt.encode(payload, key, algorithm=alg, headers={"kid": kid})
 
 
-@pytest.mark.parametrize(("key", "alg", "kid"), [(RSA_KEY, "RS256", "rsa-1"),
-                                                 (EC_KEY, "ES256", "ec-1")])
+@pytest.mark.parametrize(
+    ("key", "alg", "kid"), [(RSA_KEY, "RS256", "rsa-1"), (EC_KEY, "ES256", "ec-1")]
+)
 def test_jwks_tokens_verify(jwks_url: str, key: Any, alg: str, kid: str) -> None:
     """RS256 and ES256 tokens verify against the JWKS endpoint's keys."""
     principal = authenticate(bearer(_signed(key, alg, kid)), _jwks_settings(jwks_url))
@@ -186,17 +213,19 @@ def test_jwks_tokens_verify(jwks_url: str, key: Any, alg: str, kid: str) -> None
 def test_jwks_mode_pins_the_algorithms(jwks_url: str) -> None:
     """With JWKS configured, an HS256 token is refused even if signed with AUTH_JWT_SECRET."""
     with pytest.raises(AuthError):
-        authenticate(bearer(hs_token({"iss": "https://issuer", "aud": "rebalance"})),
-                     _jwks_settings(jwks_url))
+        authenticate(
+            bearer(hs_token({"iss": "https://issuer", "aud": "rebalance"})),
+            _jwks_settings(jwks_url),
+        )
 
 
-@pytest.mark.parametrize("claims", [{"iss": "https://evil"}, {"aud": "other"},
-                                    {"exp": int(time.time()) - 1}])
+@pytest.mark.parametrize(
+    "claims", [{"iss": "https://evil"}, {"aud": "other"}, {"exp": int(time.time()) - 1}]
+)
 def test_jwks_tokens_need_issuer_audience_and_time(jwks_url: str, claims: dict[str, Any]) -> None:
     """Wrong issuer, wrong audience or an expired token is refused."""
     with pytest.raises(AuthError):
-        authenticate(bearer(_signed(RSA_KEY, "RS256", "rsa-1", **claims)),
-                     _jwks_settings(jwks_url))
+        authenticate(bearer(_signed(RSA_KEY, "RS256", "rsa-1", **claims)), _jwks_settings(jwks_url))
 
 
 def test_jwks_unknown_key_and_foreign_key_are_refused(jwks_url: str) -> None:

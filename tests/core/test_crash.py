@@ -22,7 +22,9 @@ JOBS = 300
 def spawn_drain(env: dict[str, str], budget_s: float) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "cli.main", "drain", "--budget-seconds", str(budget_s)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -50,12 +52,17 @@ def test_killed_drains_lose_nothing_and_count_once(
     """
     ids = [queue.enqueue(Q, {"i": i}, client=rest) for i in range(JOBS)]
     drain_env = {
-        **os.environ, **env,
+        **os.environ,
+        **env,
         "REBALANCE_PROCESSOR": "core.processors.simulated:process",
-        "SIM_LATENCY_MS": "20", "SIM_FAILURE_RATE": "0",
-        "JOB_LEASE_SECONDS": "1", "JOB_MAX_ATTEMPTS": "100",
-        "DRAIN_BATCH_SIZE": "5", "DRAIN_POLL_INTERVAL_MS": "20",
-        "DRAIN_SAFETY_MARGIN_MS": "100", "LOG_LEVEL": "ERROR",
+        "SIM_LATENCY_MS": "20",
+        "SIM_FAILURE_RATE": "0",
+        "JOB_LEASE_SECONDS": "1",
+        "JOB_MAX_ATTEMPTS": "100",
+        "DRAIN_BATCH_SIZE": "5",
+        "DRAIN_POLL_INTERVAL_MS": "20",
+        "DRAIN_SAFETY_MARGIN_MS": "100",
+        "LOG_LEVEL": "ERROR",
     }
     rng = random.Random(7)
     kills = 0
@@ -84,8 +91,10 @@ def test_killed_drains_lose_nothing_and_count_once(
     assert statuses == ["succeeded"] * JOBS
     assert backend.hget(keys.TOTALS, keys.SUCCEEDED) == str(JOBS)
     today = keys.day(int(time.time() * 1000))
-    daily = sum(int(backend.get(keys.counter_key(day, keys.SUCCEEDED)) or 0)
-                for day in {today, keys.day(int(time.time() * 1000) - 120_000)})
+    daily = sum(
+        int(backend.get(keys.counter_key(day, keys.SUCCEEDED)) or 0)
+        for day in {today, keys.day(int(time.time() * 1000) - 120_000)}
+    )
     assert daily == JOBS
     assert queue.depth(rest, Q) == {"queued": 0, "leased": 0, "delayed": 0, "dead": 0}
     assert backend.zcard(keys.schedule_key(Q)) == 0

@@ -22,15 +22,27 @@ from core.settings import Settings
 from tests.billing import billed
 from tests.core.conftest import FakeContext, Q
 
-FAST = DrainOptions(batch_size=10, concurrency=10, poll_interval_ms=20, poll_max_interval_ms=40,
-                    idle_exit_ms=150, safety_margin_ms=100)
+FAST = DrainOptions(
+    batch_size=10,
+    concurrency=10,
+    poll_interval_ms=20,
+    poll_max_interval_ms=40,
+    idle_exit_ms=150,
+    safety_margin_ms=100,
+)
 
 
-def run(rest: RestClient, processor: Callable[[Job], Any], policy: QueuePolicy,
-        budget_ms: int = 10_000, options: DrainOptions = FAST) -> dict[str, Any]:
+def run(
+    rest: RestClient,
+    processor: Callable[[Job], Any],
+    policy: QueuePolicy,
+    budget_ms: int = 10_000,
+    options: DrainOptions = FAST,
+) -> dict[str, Any]:
     context = FakeContext(budget_ms)
-    return drain(rest, processor, context.get_remaining_time_in_millis, policy=policy,
-                 options=options).as_dict()
+    return drain(
+        rest, processor, context.get_remaining_time_in_millis, policy=policy, options=options
+    ).as_dict()
 
 
 def status_of(backend: valkey.Valkey, job_id: str) -> dict[str, Any]:
@@ -55,13 +67,18 @@ def test_outcomes_of_each_processor_answer(
 ) -> None:
     """None/True done; False and errors retried; PermanentJobError dead at once."""
     answers: dict[str, Callable[[], Any]] = {
-        "none": lambda: None, "true": lambda: True, "false": lambda: False,
-        "error": lambda: 1 / 0, "permanent": lambda: (_ for _ in ()).throw(
-            PermanentJobError("bad portfolio")),
+        "none": lambda: None,
+        "true": lambda: True,
+        "false": lambda: False,
+        "error": lambda: 1 / 0,
+        "permanent": lambda: (_ for _ in ()).throw(PermanentJobError("bad portfolio")),
     }
     ids = {name: queue.enqueue(Q, {"answer": name}, client=rest) for name in answers}
-    summary = run(rest, lambda job: answers[job.payload["answer"]](),
-                  QueuePolicy(max_attempts=5, retry_base_ms=60_000, retry_max_ms=60_000))
+    summary = run(
+        rest,
+        lambda job: answers[job.payload["answer"]](),
+        QueuePolicy(max_attempts=5, retry_base_ms=60_000, retry_max_ms=60_000),
+    )
     assert (summary["succeeded"], summary["retried"], summary["dead"]) == (2, 2, 1)
     statuses = {name: status_of(backend, job_id) for name, job_id in ids.items()}
     assert statuses["none"]["status"] == statuses["true"]["status"] == "succeeded"
@@ -71,9 +88,7 @@ def test_outcomes_of_each_processor_answer(
     assert statuses["permanent"]["last_error"] == "PermanentJobError: bad portfolio"
 
 
-def test_async_processors_and_retries_until_dead(
-    rest: RestClient, backend: valkey.Valkey
-) -> None:
+def test_async_processors_and_retries_until_dead(rest: RestClient, backend: valkey.Valkey) -> None:
     """An async processor that always fails is delivered max-attempts times, then dead."""
     calls: list[int] = []
 
@@ -121,8 +136,13 @@ def test_the_drain_returns_inside_its_budget_with_a_slow_processor(
     async def endless(job: Job) -> None:
         await asyncio.sleep(60)
 
-    summary = drain(rest, endless, context.get_remaining_time_in_millis,
-                    policy=QueuePolicy(max_attempts=5), options=options)
+    summary = drain(
+        rest,
+        endless,
+        context.get_remaining_time_in_millis,
+        policy=QueuePolicy(max_attempts=5),
+        options=options,
+    )
     assert context.get_remaining_time_in_millis() > 0
     assert summary.stopReason == "deadline" and summary.retried == 1
     record = status_of(backend, job_id)
@@ -139,8 +159,9 @@ def test_jobs_not_started_before_the_deadline_are_released(
     async def sleepy(job: Job) -> None:
         await asyncio.sleep(5)
 
-    options = DrainOptions(**{**FAST.__dict__, "concurrency": 1, "safety_margin_ms": 200,
-                              "idle_exit_ms": None})
+    options = DrainOptions(
+        **{**FAST.__dict__, "concurrency": 1, "safety_margin_ms": 200, "idle_exit_ms": None}
+    )
     summary = run(rest, sleepy, QueuePolicy(max_attempts=5), budget_ms=800, options=options)
     assert (summary["retried"], summary["released"]) == (1, 2)
     jobs = queue.claim(rest, Q, 10, QueuePolicy())
@@ -162,17 +183,21 @@ def test_idle_polls_bill_one_command_each(rest: RestClient, backend: valkey.Valk
 
 def test_backoff_while_idle_grows_the_pause(rest: RestClient) -> None:
     """Polls back off by the factor: 20 ms x2 up to 320 ms gives few polls in a second."""
-    options = DrainOptions(batch_size=10, concurrency=1, poll_interval_ms=20,
-                           poll_max_interval_ms=320, backoff_factor=2, idle_exit_ms=1000,
-                           safety_margin_ms=100)
+    options = DrainOptions(
+        batch_size=10,
+        concurrency=1,
+        poll_interval_ms=20,
+        poll_max_interval_ms=320,
+        backoff_factor=2,
+        idle_exit_ms=1000,
+        safety_margin_ms=100,
+    )
     summary = run(rest, lambda job: None, QueuePolicy(), options=options)
     # 20+40+80+160+320+320 > 900: at most 7 polls; without backoff it would be ~50.
     assert 4 <= summary["polls"] <= 8
 
 
-def test_two_concurrent_drains_never_run_the_same_job(
-    rest: RestClient, settings: Settings
-) -> None:
+def test_two_concurrent_drains_never_run_the_same_job(rest: RestClient, settings: Settings) -> None:
     """Each job is processed once while its lease holds, whichever drain claims it."""
     ids = {queue.enqueue(Q, {"i": i}, client=rest) for i in range(80)}
     seen: list[str] = []
@@ -215,8 +240,7 @@ def test_handler_runs_the_configured_processor(
 
 
 def test_handler_fails_fast_on_a_bad_processor(
-    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, rest: RestClient,
-    backend: valkey.Valkey
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, rest: RestClient, backend: valkey.Valkey
 ) -> None:
     """A processor that cannot be imported is a ConfigError before any job is claimed."""
     from handlers import drain as drain_handler
@@ -233,8 +257,15 @@ def test_a_processor_may_read_the_job_as_a_dict(rest: RestClient, backend: valke
     job_id = queue.enqueue(Q, {"targets": {"ETH": 1}}, user_id="u7", public_key="pk7", client=rest)
     seen: list[dict[str, Any]] = []
     run(rest, lambda job: seen.append(dict(job)) or job["payload"]["targets"], QueuePolicy())
-    assert seen == [{"id": job_id, "user_id": "u7", "public_key": "pk7",
-                     "payload": {"targets": {"ETH": 1}}, "attempts": 1}]
+    assert seen == [
+        {
+            "id": job_id,
+            "user_id": "u7",
+            "public_key": "pk7",
+            "payload": {"targets": {"ETH": 1}},
+            "attempts": 1,
+        }
+    ]
     assert status_of(backend, job_id)["result"] == {"ETH": 1}
 
 
@@ -250,8 +281,13 @@ def test_a_batch_claimed_ahead_that_no_longer_fits_is_released(
         out_of_time.set()  # the budget ends while this batch is being processed
 
     options = DrainOptions(**{**FAST.__dict__, "batch_size": 2, "safety_margin_ms": 0})
-    summary = drain(rest, last_job, lambda: 0 if out_of_time.is_set() else 60_000,
-                    policy=QueuePolicy(), options=options)
+    summary = drain(
+        rest,
+        last_job,
+        lambda: 0 if out_of_time.is_set() else 60_000,
+        policy=QueuePolicy(),
+        options=options,
+    )
     assert (summary.claimed, summary.succeeded, summary.released) == (4, 2, 2)
     assert summary.stopReason == "deadline"
     again = queue.claim(rest, Q, 10, QueuePolicy()).jobs

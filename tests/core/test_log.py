@@ -15,17 +15,21 @@ from core.settings import Settings
 UPSTASH_TOKEN = "AXrtAAIjcDE2ZjYzupstash-token-value"
 WEBHOOK_SECRET = "whsec_5f2b9c1d-the-webhook-signing-secret"
 SCRAPE = "scrape-token-4f1e2d3c"
-JWT = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1c2VyLTEiLCJwdWJsaWNLZXkiOiJrIn0"
-       ".c2lnbmF0dXJlLWJ5dGVzLWhlcmU")
+JWT = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1c2VyLTEiLCJwdWJsaWNLZXkiOiJrIn0"
+    ".c2lnbmF0dXJlLWJ5dGVzLWhlcmU"
+)
 
 
 @pytest.fixture
 def lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     """A root logger writing our JSON into a buffer, with the secrets in the environment."""
-    for name, value in {"UPSTASH_REDIS_REST_TOKEN": UPSTASH_TOKEN,
-                        "REBALANCE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-                        "METRICS_SCRAPE_TOKEN": SCRAPE,
-                        "REDIS_URL": "redis://default:valkey-pass-123@127.0.0.1:6379"}.items():
+    for name, value in {
+        "UPSTASH_REDIS_REST_TOKEN": UPSTASH_TOKEN,
+        "REBALANCE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "METRICS_SCRAPE_TOKEN": SCRAPE,
+        "REDIS_URL": "redis://default:valkey-pass-123@127.0.0.1:6379",
+    }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_LAMBDA_RUNTIME_API", raising=False)
     root = logging.getLogger()
@@ -55,22 +59,41 @@ def test_secrets_never_reach_a_log_line(lines: io.StringIO) -> None:
     """Bearer tokens, the Upstash token, the webhook secret, the scrape token and the Redis
     password are masked in fields, nested headers, free text and tracebacks."""
     logger = log.get_logger("test")
-    log.event(logger, "http.request", headers={"Authorization": f"Bearer {JWT}",
-                                               "x-upstash": UPSTASH_TOKEN})
-    log.event(logger, "webhook.sent", url="https://hooks.example/x", signing=WEBHOOK_SECRET,
-              note=f"sig key {WEBHOOK_SECRET}; upstream said Bearer {UPSTASH_TOKEN}")
+    log.event(
+        logger,
+        "http.request",
+        headers={"Authorization": f"Bearer {JWT}", "x-upstash": UPSTASH_TOKEN},
+    )
+    log.event(
+        logger,
+        "webhook.sent",
+        url="https://hooks.example/x",
+        signing=WEBHOOK_SECRET,
+        note=f"sig key {WEBHOOK_SECRET}; upstream said Bearer {UPSTASH_TOKEN}",
+    )
     logger.warning("scrape with %s failed for %s", f"Bearer {SCRAPE}", JWT)
     logger.info("tcp redis at redis://default:valkey-pass-123@127.0.0.1:6379")
-    log.event(logger, "cfg", upstash_redis_rest_token=UPSTASH_TOKEN, token=JWT,
-              quoted=f'say "{WEBHOOK_SECRET}"')
+    log.event(
+        logger,
+        "cfg",
+        upstash_redis_rest_token=UPSTASH_TOKEN,
+        token=JWT,
+        quoted=f'say "{WEBHOOK_SECRET}"',
+    )
     try:
         raise RuntimeError(f"POST failed, Authorization: Bearer {JWT} secret {WEBHOOK_SECRET}")
     except RuntimeError:
         logger.exception("processor crashed")
     text = lines.getvalue()
     assert len(text.splitlines()) == 6
-    for secret in (JWT, UPSTASH_TOKEN, WEBHOOK_SECRET, SCRAPE, "valkey-pass-123",
-                   JWT.split(".")[2]):
+    for secret in (
+        JWT,
+        UPSTASH_TOKEN,
+        WEBHOOK_SECRET,
+        SCRAPE,
+        "valkey-pass-123",
+        JWT.split(".")[2],
+    ):
         assert secret not in text
     assert "***" in text and "processor crashed" in text and "Traceback" in text
 
@@ -79,8 +102,11 @@ def test_registered_secrets_and_settings_repr_are_masked(lines: io.StringIO) -> 
     """A secret known only to the code (not the environment) is masked once registered; the
     settings' repr never shows a secret field."""
     log.register_secrets("ssm-loaded-secret-value")
-    settings = Settings(upstash_redis_rest_url="https://x", upstash_redis_rest_token="tok-abcdef",
-                        rebalance_webhook_secret="whsec-abcdef")
+    settings = Settings(
+        upstash_redis_rest_url="https://x",
+        upstash_redis_rest_token="tok-abcdef",
+        rebalance_webhook_secret="whsec-abcdef",
+    )
     log.get_logger("test").info("loaded %s and %r", "ssm-loaded-secret-value", settings)
     text = lines.getvalue()
     assert "ssm-loaded-secret-value" not in text

@@ -97,8 +97,13 @@ def test_summary_matches_a_known_sequence_across_a_day_boundary(client: RestClie
     """Counters and times add up per UTC day; `days` picks exactly the last N days."""
     late = at(2026, 3, 10, 23, 59, ms=59_500)  # 0.5 s before midnight UTC
     early = late + 1_000  # 0.5 s after: the next day
-    for name, by in [(keys.SUBMITTED, 4), (keys.SUCCEEDED, 3), (keys.FAILED, 2),
-                     (keys.RETRIED, 1), (keys.RATE_LIMIT_BLOCKED, 2)]:
+    for name, by in [
+        (keys.SUBMITTED, 4),
+        (keys.SUCCEEDED, 3),
+        (keys.FAILED, 2),
+        (keys.RETRIED, 1),
+        (keys.RATE_LIMIT_BLOCKED, 2),
+    ]:
         metrics.increment_counter(name, by, now_ms=late, client=client)
     metrics.increment_counter(keys.SUBMITTED, 6, now_ms=early, client=client)
     metrics.increment_counter(keys.FAILED, now_ms=early, client=client)
@@ -124,25 +129,27 @@ def test_summary_matches_a_known_sequence_across_a_day_boundary(client: RestClie
     assert both["days"] == 2 and both["generatedAt"] == "2026-03-11T01:00:00.500Z"
 
     # Six days later the late day is the seventh day back; seven days later it is gone.
-    assert metrics.get_metrics_summary(7, now_ms=late + 6 * DAY_MS,
-                                       client=client)["totalJobs"] == 10
-    assert metrics.get_metrics_summary(7, now_ms=late + 7 * DAY_MS,
-                                       client=client)["totalJobs"] == 6
+    assert (
+        metrics.get_metrics_summary(7, now_ms=late + 6 * DAY_MS, client=client)["totalJobs"] == 10
+    )
+    assert metrics.get_metrics_summary(7, now_ms=late + 7 * DAY_MS, client=client)["totalJobs"] == 6
 
 
 def test_expired_days_count_as_zero(client: RestClient, backend: valkey.Valkey) -> None:
     """Once a day's keys expire, its jobs and times leave the summary; the rest stay."""
     now = at(2026, 5, 20)
     for back in range(3):
-        metrics.increment_counter(keys.SUBMITTED, 10 ** back, now_ms=now - back * DAY_MS,
-                                  client=client)
+        metrics.increment_counter(
+            keys.SUBMITTED, 10**back, now_ms=now - back * DAY_MS, client=client
+        )
         metrics.record_timings([10.0 * (back + 1)], now_ms=now - back * DAY_MS, client=client)
     assert metrics.get_metrics_summary(7, now_ms=now, client=client)["totalJobs"] == 111
     gone = keys.day(now - DAY_MS)
     for key in (keys.counter_key(gone, keys.SUBMITTED), keys.exec_times_key(gone)):
         backend.pexpire(key, 1)
     while backend.exists(keys.exec_times_key(gone)) or backend.exists(
-            keys.counter_key(gone, keys.SUBMITTED)):
+        keys.counter_key(gone, keys.SUBMITTED)
+    ):
         pass  # expiry is lazy on access: EXISTS deletes an expired key
     summary = metrics.get_metrics_summary(7, now_ms=now, client=client)
     assert summary["totalJobs"] == 101
@@ -198,8 +205,9 @@ def test_percentiles_within_one_percent_on_thousands_of_timings(client: RestClie
         day_values = [round(rng.lognormvariate(math.log(80), 1.1), 3) for _ in range(2_500)]
         day_values += [round(rng.uniform(0.5, 5.0), 3) for _ in range(200)]
         for i in range(0, len(day_values), 900):
-            metrics.record_timings(day_values[i:i + 900], now_ms=now - back * DAY_MS,
-                                   client=client)
+            metrics.record_timings(
+                day_values[i : i + 900], now_ms=now - back * DAY_MS, client=client
+            )
         everything += day_values
     summary = metrics.get_metrics_summary(7, now_ms=now, client=client)
     assert summary["executions"] == len(everything)
@@ -236,12 +244,17 @@ def test_gauges_read_the_queue(client: RestClient, backend: valkey.Valkey) -> No
     backend.hset(keys.delayed_key(keys.REQUEST_QUEUE), "c", "{}")
     backend.lpush(keys.dead_key(keys.REQUEST_QUEUE), "{}", "{}", "{}", "{}")
     summary = metrics.get_metrics_summary(3, now_ms=now, client=client)
-    assert (summary["queueDepth"], summary["inFlight"], summary["retryingJobs"],
-            summary["deadLetterDepth"]) == (3, 2, 1, 4)
+    assert (
+        summary["queueDepth"],
+        summary["inFlight"],
+        summary["retryingJobs"],
+        summary["deadLetterDepth"],
+    ) == (3, 2, 1, 4)
     assert summary["oldestQueuedAgeSeconds"] == 90.0
     backend.delete(keys.REQUEST_QUEUE)
-    assert metrics.get_metrics_summary(1, now_ms=now, client=client)[
-        "oldestQueuedAgeSeconds"] == 0.0
+    assert (
+        metrics.get_metrics_summary(1, now_ms=now, client=client)["oldestQueuedAgeSeconds"] == 0.0
+    )
 
 
 def test_summary_is_one_round_trip_for_any_days(client: RestClient, stack: Any) -> None:
@@ -281,8 +294,9 @@ def test_prometheus_snapshot_is_one_round_trip_and_adds_up(
 def test_check_rate_limit_is_the_submit_limiter(client: RestClient) -> None:
     """The original operation allows `limit` requests per window and counts the blocked one."""
     now = at(2026, 6, 6)
-    outcomes = [metrics.check_rate_limit("user:1 *", 2, 60, now_ms=now + i, client=client)
-                for i in range(3)]
+    outcomes = [
+        metrics.check_rate_limit("user:1 *", 2, 60, now_ms=now + i, client=client) for i in range(3)
+    ]
     assert [o.allowed for o in outcomes] == [True, True, False]
     summary = metrics.get_metrics_summary(1, now_ms=now, client=client)
     assert summary["rateLimit"]["blocked"] == 1
@@ -316,16 +330,30 @@ def test_summary_counts_what_submit_and_drain_recorded(
         return plan == "ok"  # False: try again later
 
     ends = time.monotonic() + 5
-    drain(client, processor, lambda: int((ends - time.monotonic()) * 1000),
-          policy=QueuePolicy(retry_base_ms=60_000, retry_max_ms=60_000),
-          options=DrainOptions(safety_margin_ms=0, idle_exit_ms=50, poll_interval_ms=10))
+    drain(
+        client,
+        processor,
+        lambda: int((ends - time.monotonic()) * 1000),
+        policy=QueuePolicy(retry_base_ms=60_000, retry_max_ms=60_000),
+        options=DrainOptions(safety_margin_ms=0, idle_exit_ms=50, poll_interval_ms=10),
+    )
     summary = metrics.get_metrics_summary(1, client=client)
     assert (summary["totalJobs"], summary["succeededJobs"], summary["failedJobs"]) == (3, 1, 2)
     assert (summary["retriedJobs"], summary["deadJobs"]) == (1, 1)
     assert summary["rateLimit"] == {"hits": 4, "blocked": 1}
-    assert (summary["queueDepth"], summary["inFlight"], summary["retryingJobs"],
-            summary["deadLetterDepth"]) == (0, 0, 1, 1)
+    assert (
+        summary["queueDepth"],
+        summary["inFlight"],
+        summary["retryingJobs"],
+        summary["deadLetterDepth"],
+    ) == (0, 0, 1, 1)
     assert summary["executions"] == 3
     snapshot = metrics.get_prometheus_snapshot(client=client)
-    assert snapshot.totals == {keys.SUBMITTED: 3, keys.SUCCEEDED: 1, keys.FAILED: 2,
-                               keys.RETRIED: 1, keys.DEAD: 1, keys.RATE_LIMIT_BLOCKED: 1}
+    assert snapshot.totals == {
+        keys.SUBMITTED: 3,
+        keys.SUCCEEDED: 1,
+        keys.FAILED: 2,
+        keys.RETRIED: 1,
+        keys.DEAD: 1,
+        keys.RATE_LIMIT_BLOCKED: 1,
+    }

@@ -44,8 +44,14 @@ def test_enqueue_stores_a_queued_record_with_a_day_ttl(
 
 def test_payload_survives_the_round_trip_exactly(rest: RestClient, policy: QueuePolicy) -> None:
     """Empty lists, long numbers and unicode are not re-encoded by the Lua scripts."""
-    payload = {"empty": [], "obj": {}, "big": 12345678901234567890, "pi": 3.141592653589793,
-               "text": "Grüße ✓ \n", "nested": [[], [1, {"x": []}]]}
+    payload = {
+        "empty": [],
+        "obj": {},
+        "big": 12345678901234567890,
+        "pi": 3.141592653589793,
+        "text": "Grüße ✓ \n",
+        "nested": [[], [1, {"x": []}]],
+    }
     queue.enqueue(Q, payload, client=rest)
     (job,) = queue.claim(rest, Q, 5, policy).jobs
     assert job.payload == payload
@@ -60,7 +66,10 @@ def test_a_foreign_producer_job_is_wrapped_not_lost(
     backend.lpush(Q, json.dumps({"id": "user:*:input", "body": "{}"}))
     jobs = queue.claim(rest, Q, 5, policy).jobs
     assert [job.payload for job in jobs] == [
-        {"legacy": True}, "not json at all", {"id": "user:*:input", "body": "{}"}]
+        {"legacy": True},
+        "not json at all",
+        {"id": "user:*:input", "body": "{}"},
+    ]
     assert all(keys.is_job_id(job.id) for job in jobs)
     assert len(jobs) == 3
 
@@ -133,8 +142,7 @@ def test_dead_letter_after_the_last_attempt_with_a_failure_record(
         (job,) = queue.claim(rest, Q, 1, policy).jobs
         assert job.attempts == attempt
         kind = "retry" if attempt < policy.max_attempts else "dead"
-        queue.ack(rest, Q, [Outcome(job, kind, 1.0, error=f"boom {attempt}", stack="tb")],
-                  policy)
+        queue.ack(rest, Q, [Outcome(job, kind, 1.0, error=f"boom {attempt}", stack="tb")], policy)
     record = json.loads(backend.get(keys.job_key(job_id)))
     assert record["status"] == "dead" and record["attempts"] == 3
     failure = json.loads(backend.get(keys.failed_key(job_id)))
@@ -247,8 +255,15 @@ def test_two_consumers_never_share_a_job(rest: RestClient, settings: Settings) -
 
 @pytest.mark.parametrize(
     ("attempt", "rng", "expected"),
-    [(1, 0.0, 100), (1, 1.0, 100), (2, 1.0, 200), (3, 1.0, 400), (3, 0.5, 250), (10, 1.0, 1000),
-     (10, 0.0, 100)],
+    [
+        (1, 0.0, 100),
+        (1, 1.0, 100),
+        (2, 1.0, 200),
+        (3, 1.0, 400),
+        (3, 0.5, 250),
+        (10, 1.0, 1000),
+        (10, 0.0, 100),
+    ],
 )
 def test_backoff_is_exponential_with_jitter_inside_the_bounds(
     attempt: int, rng: float, expected: int

@@ -16,8 +16,9 @@ T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
 def test_allows_limit_then_blocks(rest: RestClient, backend) -> None:
     """`limit` requests pass, the next is blocked with the wait until the oldest leaves."""
-    results = [check_rate_limit(rest, "u", limit=3, window_s=60, now_ms=T0 + i * 1000)
-               for i in range(4)]
+    results = [
+        check_rate_limit(rest, "u", limit=3, window_s=60, now_ms=T0 + i * 1000) for i in range(4)
+    ]
     assert [r.allowed for r in results] == [True, True, True, False]
     assert [r.remaining for r in results[:3]] == [2, 1, 0]
     assert results[3].retry_after_s == 57  # oldest (T0) leaves at T0+60 s; now is T0+3 s
@@ -80,20 +81,23 @@ def test_users_are_independent(rest: RestClient, backend) -> None:
 
 def test_atomic_under_concurrency(settings: Settings, backend) -> None:
     """50 concurrent checks of one user with the default limit: exactly 10 allowed."""
-    client = RestClient(settings.upstash_redis_rest_url, settings.upstash_redis_rest_token,
-                        timeout_s=30)  # one client, shared by the threads like a warm Lambda's
+    client = RestClient(
+        settings.upstash_redis_rest_url, settings.upstash_redis_rest_token, timeout_s=30
+    )  # one client, shared by the threads like a warm Lambda's
     try:
         check_rate_limit(client, "warm-up", now_ms=T0)  # the script is loaded once
         with ThreadPoolExecutor(max_workers=50) as pool:
-            allowed = list(pool.map(
-                lambda _: check_rate_limit(client, "busy", now_ms=T0).allowed, range(50)))
+            allowed = list(
+                pool.map(lambda _: check_rate_limit(client, "busy", now_ms=T0).allowed, range(50))
+            )
     finally:
         client.close()
     assert allowed.count(True) == 10
 
 
-@pytest.mark.parametrize(("wait_ms", "seconds"), [(0, 1), (1, 1), (999, 1), (1000, 1),
-                                                  (1001, 2), (59_999, 60)])
+@pytest.mark.parametrize(
+    ("wait_ms", "seconds"), [(0, 1), (1, 1), (999, 1), (1000, 1), (1001, 2), (59_999, 60)]
+)
 def test_retry_after_is_whole_seconds_rounded_up(wait_ms: int, seconds: int) -> None:
     """Retry-After rounds up and is never 0."""
     assert retry_after_s(wait_ms) == seconds

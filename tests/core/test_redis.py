@@ -62,9 +62,11 @@ def test_a_refused_connection_is_retried_even_for_writes() -> None:
 @respx.mock
 @pytest.mark.parametrize(
     "response",
-    [httpx.Response(502, text="<html>bad gateway</html>"),
-     httpx.Response(200, content=b'{"result": "tru'),
-     httpx.Response(500, json={"error": "ERR internal"})],
+    [
+        httpx.Response(502, text="<html>bad gateway</html>"),
+        httpx.Response(200, content=b'{"result": "tru'),
+        httpx.Response(500, json={"error": "ERR internal"}),
+    ],
     ids=["html-5xx", "truncated-json", "json-error"],
 )
 def test_broken_answers_become_the_typed_error(response: httpx.Response) -> None:
@@ -76,8 +78,12 @@ def test_broken_answers_become_the_typed_error(response: httpx.Response) -> None
 
 @respx.mock
 def test_a_read_is_resent_after_a_broken_body() -> None:
-    route = respx.post(FAKE).mock(side_effect=[httpx.Response(200, content=b"{"),
-                                               httpx.Response(200, json={"result": "dg=="})])
+    route = respx.post(FAKE).mock(
+        side_effect=[
+            httpx.Response(200, content=b"{"),
+            httpx.Response(200, json={"result": "dg=="}),
+        ]
+    )
     client = RestClient(FAKE, "t", retries=1)
     assert client.execute(["GET", "k"]) == "v"
     assert route.call_count == 2

@@ -20,27 +20,50 @@ def test_defaults_follow_the_design() -> None:
 
 def test_one_error_names_every_bad_variable() -> None:
     with pytest.raises(ConfigError) as caught:
-        Settings.from_env({"UPSTASH_REDIS_REST_URL": "ftp://x", "RATE_LIMIT_MAX": "ten",
-                           "JOB_MAX_ATTEMPTS": "0", "DRAIN_BACKOFF_FACTOR": "0.5",
-                           "AUTH_TRUST_AUTHORIZER": "maybe", "REBALANCE_PROCESSOR": "nocolon"})
+        Settings.from_env(
+            {
+                "UPSTASH_REDIS_REST_URL": "ftp://x",
+                "RATE_LIMIT_MAX": "ten",
+                "JOB_MAX_ATTEMPTS": "0",
+                "DRAIN_BACKOFF_FACTOR": "0.5",
+                "AUTH_TRUST_AUTHORIZER": "maybe",
+                "REBALANCE_PROCESSOR": "nocolon",
+            }
+        )
     assert set(caught.value.problems) == {
-        "UPSTASH_REDIS_REST_URL", "UPSTASH_REDIS_REST_TOKEN", "RATE_LIMIT_MAX",
-        "JOB_MAX_ATTEMPTS", "DRAIN_BACKOFF_FACTOR", "AUTH_TRUST_AUTHORIZER",
+        "UPSTASH_REDIS_REST_URL",
+        "UPSTASH_REDIS_REST_TOKEN",
+        "RATE_LIMIT_MAX",
+        "JOB_MAX_ATTEMPTS",
+        "DRAIN_BACKOFF_FACTOR",
+        "AUTH_TRUST_AUTHORIZER",
         "REBALANCE_PROCESSOR",
     }
     assert "RATE_LIMIT_MAX: expected an integer" in str(caught.value)
 
 
 def test_values_are_parsed_and_trimmed() -> None:
-    s = Settings.from_env({**BASE, "DRAIN_IDLE_EXIT_MS": " 250 ", "AUTH_TRUST_AUTHORIZER": "yes",
-                           "SIM_FAILURE_RATE": "0.25", "REDIS_URL": "redis://localhost:6379"})
+    s = Settings.from_env(
+        {
+            **BASE,
+            "DRAIN_IDLE_EXIT_MS": " 250 ",
+            "AUTH_TRUST_AUTHORIZER": "yes",
+            "SIM_FAILURE_RATE": "0.25",
+            "REDIS_URL": "redis://localhost:6379",
+        }
+    )
     assert (s.drain_idle_exit_ms, s.auth_trust_authorizer, s.sim_failure_rate) == (250, True, 0.25)
 
 
 def test_secrets_never_show_in_repr() -> None:
-    s = Settings.from_env({**BASE, "UPSTASH_REDIS_REST_TOKEN": "very-secret-token",
-                           "AUTH_JWT_SECRET": "jwt-secret-value",
-                           "REDIS_URL": "redis://:hunter2@host:6379"})
+    s = Settings.from_env(
+        {
+            **BASE,
+            "UPSTASH_REDIS_REST_TOKEN": "very-secret-token",
+            "AUTH_JWT_SECRET": "jwt-secret-value",
+            "REDIS_URL": "redis://:hunter2@host:6379",
+        }
+    )
     text = repr(s)
     for secret in ("very-secret-token", "jwt-secret-value", "hunter2"):
         assert secret not in text

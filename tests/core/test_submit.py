@@ -34,13 +34,27 @@ def test_accepted_submit_stores_job_record_and_counters(
     job_id = submit_job(rest, settings, ALICE, payload, now_ms=T0).job_id
     [raw] = backend.lrange(keys.REQUEST_QUEUE, 0, -1)
     job = Job.from_json(raw)
-    assert (job.id, job.user_id, job.public_key, job.payload) == (job_id, "alice", "pk-alice",
-                                                                   payload)
+    assert (job.id, job.user_id, job.public_key, job.payload) == (
+        job_id,
+        "alice",
+        "pk-alice",
+        payload,
+    )
     assert (job.attempts, job.created_at, job.enqueued_at, job.queue) == (
-        0, T0, T0, keys.REQUEST_QUEUE)
+        0,
+        T0,
+        T0,
+        keys.REQUEST_QUEUE,
+    )
     record = json.loads(backend.get(keys.job_key(job_id)))
-    assert record == {"id": job_id, "user_id": "alice", "status": "queued", "attempts": 0,
-                      "created_at": T0, "updated_at": T0}
+    assert record == {
+        "id": job_id,
+        "user_id": "alice",
+        "status": "queued",
+        "attempts": 0,
+        "created_at": T0,
+        "updated_at": T0,
+    }
     assert 24 * 3600 - 5 < backend.ttl(keys.job_key(job_id)) <= 24 * 3600
     assert backend.zscore(keys.schedule_key(keys.REQUEST_QUEUE), keys.QUEUE_MARKER) == T0
     assert backend.get(keys.counter_key("2026-01-01", keys.SUBMITTED)) == "1"
@@ -72,13 +86,14 @@ def test_idempotent_replay_returns_the_original_job_and_enqueues_nothing(
         submit_job(rest, settings, ALICE, {"i": i}, now_ms=T0 + 1)
     with pytest.raises(RateLimitedError):
         submit_job(rest, settings, ALICE, {"i": 9}, now_ms=T0 + 1)
-    again = submit_job(rest, settings, ALICE, {"b": 2, "a": 1}, idempotency_key="k",
-                       now_ms=T0 + 2)
+    again = submit_job(rest, settings, ALICE, {"b": 2, "a": 1}, idempotency_key="k", now_ms=T0 + 2)
     assert (again.job_id, again.replayed, first.replayed) == (first.job_id, True, False)
     assert backend.llen(keys.REQUEST_QUEUE) == 10
     idem = keys.idempotency_key("alice", "k")
-    assert json.loads(backend.get(idem)) == {"jobId": first.job_id,
-                                             "fingerprint": fingerprint({"a": 1, "b": 2})}
+    assert json.loads(backend.get(idem)) == {
+        "jobId": first.job_id,
+        "fingerprint": fingerprint({"a": 1, "b": 2}),
+    }
     assert 24 * 3600 - 5 < backend.ttl(idem) <= 24 * 3600
 
 
@@ -161,8 +176,11 @@ def test_status_of_own_job(rest: RestClient, settings: Settings, backend) -> Non
     """The owner reads the design's status body."""
     job_id = submit_job(rest, settings, ALICE, {}, now_ms=T0).job_id
     assert get_status(rest, "alice", job_id) == {
-        "jobId": job_id, "status": "queued", "attempts": 0,
-        "createdAt": "2026-01-01T00:00:00.000Z", "updatedAt": "2026-01-01T00:00:00.000Z",
+        "jobId": job_id,
+        "status": "queued",
+        "attempts": 0,
+        "createdAt": "2026-01-01T00:00:00.000Z",
+        "updatedAt": "2026-01-01T00:00:00.000Z",
     }
 
 
@@ -176,7 +194,10 @@ def test_status_of_a_leased_job_is_processing(
     backend.hset(keys.leased_key(keys.REQUEST_QUEUE), job_id, claimed)
     view = get_status(rest, "alice", job_id)
     assert (view["status"], view["attempts"], view["updatedAt"]) == (
-        "processing", 1, "2026-01-01T00:00:05.000Z")
+        "processing",
+        1,
+        "2026-01-01T00:00:05.000Z",
+    )
 
 
 def test_unknown_foreign_and_malformed_ids_are_the_same_not_found(
@@ -185,8 +206,13 @@ def test_unknown_foreign_and_malformed_ids_are_the_same_not_found(
     """Another user's job, an unknown id and a malformed id raise the same NotFoundError."""
     job_id = submit_job(rest, settings, ALICE, {}, now_ms=T0).job_id
     messages = set()
-    for user, candidate in [("bob", job_id), ("alice", "0" * 32), ("alice", "../x"),
-                            ("alice", job_id.upper()), ("alice", "*")]:
+    for user, candidate in [
+        ("bob", job_id),
+        ("alice", "0" * 32),
+        ("alice", "../x"),
+        ("alice", job_id.upper()),
+        ("alice", "*"),
+    ]:
         with pytest.raises(NotFoundError) as caught:
             get_status(rest, user, candidate)
         messages.add(str(caught.value))

@@ -36,8 +36,9 @@ def configured(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def job() -> Job:
-    return Job(id="a" * 32, payload={"targets": {"BTC": 0.5}}, user_id="u1", public_key="pk",
-               attempts=2)
+    return Job(
+        id="a" * 32, payload={"targets": {"BTC": 0.5}}, user_id="u1", public_key="pk", attempts=2
+    )
 
 
 @respx.mock
@@ -47,12 +48,18 @@ async def test_the_request_is_signed_over_timestamp_and_body(configured: None) -
     assert await webhook.process(job()) == {"orders": 3}
     request = route.calls.last.request
     timestamp = request.headers["X-Rebalance-Timestamp"]
-    expected = hmac.new(SECRET.encode(), f"{timestamp}.".encode() + request.content,
-                        hashlib.sha256).hexdigest()
+    expected = hmac.new(
+        SECRET.encode(), f"{timestamp}.".encode() + request.content, hashlib.sha256
+    ).hexdigest()
     assert request.headers["X-Signature"] == f"sha256={expected}"
     assert request.headers["Idempotency-Key"] == "a" * 32
-    assert json.loads(request.content) == {"jobId": "a" * 32, "userId": "u1", "publicKey": "pk",
-                                           "payload": {"targets": {"BTC": 0.5}}, "attempt": 2}
+    assert json.loads(request.content) == {
+        "jobId": "a" * 32,
+        "userId": "u1",
+        "publicKey": "pk",
+        "payload": {"targets": {"BTC": 0.5}},
+        "attempt": 2,
+    }
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422])
@@ -97,16 +104,26 @@ def test_a_missing_secret_fails_the_start(monkeypatch: pytest.MonkeyPatch) -> No
     get_settings.cache_clear()
 
 
-@pytest.mark.parametrize("spec", ["core.processors.simulated:missing", "nope.nope:process",
-                                  "core.processors.simulated:SimulatedFailure.x"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "core.processors.simulated:missing",
+        "nope.nope:process",
+        "core.processors.simulated:SimulatedFailure.x",
+    ],
+)
 def test_bad_processor_specs_are_config_errors(spec: str) -> None:
     with pytest.raises(ConfigError, match="REBALANCE_PROCESSOR"):
         load_processor(spec)
 
 
 def test_check_config_accepts_a_full_configuration() -> None:
-    settings = Settings.from_env({
-        "UPSTASH_REDIS_REST_URL": "http://x", "UPSTASH_REDIS_REST_TOKEN": "t",
-        "REBALANCE_WEBHOOK_URL": URL, "REBALANCE_WEBHOOK_SECRET": "s",
-    })
+    settings = Settings.from_env(
+        {
+            "UPSTASH_REDIS_REST_URL": "http://x",
+            "UPSTASH_REDIS_REST_TOKEN": "t",
+            "REBALANCE_WEBHOOK_URL": URL,
+            "REBALANCE_WEBHOOK_SECRET": "s",
+        }
+    )
     assert webhook.check_config(settings) is None

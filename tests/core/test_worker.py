@@ -68,8 +68,9 @@ def test_polling_worker_handles_requeues_and_stops(
 
     ids = [queue.enqueue(NAME, {"n": n}, client=rest) for n in range(2)]
     policy = QueuePolicy(retry_base_ms=1, retry_max_ms=2)
-    worker = start_polling_worker(NAME, handler, interval_ms=10, max_interval_ms=20,
-                                  client=rest, policy=policy)
+    worker = start_polling_worker(
+        NAME, handler, interval_ms=10, max_interval_ms=20, client=rest, policy=policy
+    )
     assert done.wait(10)
     worker.stop(5)
     assert not worker.running

@@ -36,8 +36,9 @@ def encoding(request: pytest.FixtureRequest) -> str | None:
 def sdk_clients(stack: Stack) -> Iterator[dict[str | None, Redis]]:
     """One sync SDK client per encoding for the session (each costs ~80 ms to build)."""
     clients = {
-        encoding: Redis(stack.url, stack.token, rest_encoding=encoding, rest_retries=0,
-                        allow_telemetry=False)
+        encoding: Redis(
+            stack.url, stack.token, rest_encoding=encoding, rest_retries=0, allow_telemetry=False
+        )
         for encoding in ("base64", None)
     }
     yield clients
@@ -58,8 +59,9 @@ async def aredis(
     stack: Stack, backend: valkey.Valkey, encoding: str | None
 ) -> AsyncIterator[AsyncRedis]:
     """The async SDK against the gateway, on a flushed database."""
-    client = AsyncRedis(stack.url, stack.token, rest_encoding=encoding, rest_retries=0,
-                        allow_telemetry=False)
+    client = AsyncRedis(
+        stack.url, stack.token, rest_encoding=encoding, rest_retries=0, allow_telemetry=False
+    )
     yield client
     await client.close()
 
@@ -104,8 +106,13 @@ def http(session_http: Http, backend: valkey.Valkey) -> Http:
 @pytest.fixture(scope="module")
 def small_gateway(valkey_server: EmbeddedValkey, stack: Stack) -> Iterator[GatewayServer]:
     """A second gateway on the same Valkey: a 4 KiB request cap and a read-only token."""
-    server = GatewayServer(valkey_server.url, stack.token, port=0,
-                           read_only_token=READ_ONLY_TOKEN, max_request_bytes=SMALL_CAP)
+    server = GatewayServer(
+        valkey_server.url,
+        stack.token,
+        port=0,
+        read_only_token=READ_ONLY_TOKEN,
+        max_request_bytes=SMALL_CAP,
+    )
     server.start()
     yield server
     server.stop()

@@ -22,8 +22,15 @@ from devstack.scripts import UPSTASH_NOSCRIPT, Scripts, strip_function_flag, str
         (b"return 1 -- flags=allow-key-locking", b"return 1 -- flags=allow-key-locking"),
         (b"#!lua\nreturn 'allow-key-locking'", b"#!lua\nreturn 'allow-key-locking'"),
     ],
-    ids=["only", "with-no-writes", "crlf-first", "other-option", "untouched", "no-shebang",
-         "body-only"],
+    ids=[
+        "only",
+        "with-no-writes",
+        "crlf-first",
+        "other-option",
+        "untouched",
+        "no-shebang",
+        "body-only",
+    ],
 )
 def test_strip_script_flag(script: bytes, expected: bytes) -> None:
     """Only the shebang's flag goes; the body and the line count stay."""
@@ -62,8 +69,15 @@ def test_script_flush_forgets_aliases() -> None:
 
 @pytest.mark.parametrize(
     ("item", "expected"),
-    [("é", b"\xc3\xa9"), (2**70, str(2**70).encode()), (1.5, b"1.5"), (1e-7, b"1e-07"),
-     (True, b"true"), (float("inf"), b"inf"), (-3, b"-3")],
+    [
+        ("é", b"\xc3\xa9"),
+        (2**70, str(2**70).encode()),
+        (1.5, b"1.5"),
+        (1e-7, b"1e-07"),
+        (True, b"true"),
+        (float("inf"), b"inf"),
+        (-3, b"-3"),
+    ],
 )
 def test_to_arg(item: object, expected: bytes) -> None:
     """JSON scalars become the bytes a Redis client would send."""
@@ -85,10 +99,14 @@ def test_path_command() -> None:
 
 @pytest.mark.parametrize(
     ("command", "refused"),
-    [([b"XREAD", b"COUNT", b"1", b"STREAMS", b"block", b"0"], False),
-     ([b"xread", b"block", b"0", b"STREAMS", b"s", b"0"], True),
-     ([b"CONFIG", b"get", b"x"], False), ([b"config", b"rewrite"], True),
-     ([b"client", b"list"], True), ([b"GET", b"k"], False)],
+    [
+        ([b"XREAD", b"COUNT", b"1", b"STREAMS", b"block", b"0"], False),
+        ([b"xread", b"block", b"0", b"STREAMS", b"s", b"0"], True),
+        ([b"CONFIG", b"get", b"x"], False),
+        ([b"config", b"rewrite"], True),
+        ([b"client", b"list"], True),
+        ([b"GET", b"k"], False),
+    ],
 )
 def test_refusal(command: list[bytes], refused: bool) -> None:
     """Refusals look at the subcommand and at XREAD's options, not at key names."""

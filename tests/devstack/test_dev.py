@@ -47,9 +47,15 @@ def test_make_dev_serves_and_stops_cleanly_on_ctrl_c() -> None:
     """The printed URL answers /healthz and a submit; Ctrl-C ends every process it started."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPSTASH_REDIS_REST")}
     env.update(PORT="0", DEV_DRAIN_INTERVAL_S="1", SIM_LATENCY_MS="1")
-    proc = subprocess.Popen(["make", "--no-print-directory", "dev"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        ["make", "--no-print-directory", "dev"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
     try:
         url = read_until(proc, r"API:\s+(http://\S+)", 120).group(1)
         token = read_until(proc, r"Dev token: (\S+)", 10).group(1)
@@ -57,8 +63,9 @@ def test_make_dev_serves_and_stops_cleanly_on_ctrl_c() -> None:
         health = httpx.get(f"{url}/healthz", timeout=10)
         assert health.status_code == 200 and health.json()["redis"] == "ok"
         auth = {"Authorization": f"Bearer {token}"}
-        accepted = httpx.post(f"{url}/api/agent/rebalance", json={"targets": {"BTC": 1}},
-                              headers=auth, timeout=10)
+        accepted = httpx.post(
+            f"{url}/api/agent/rebalance", json={"targets": {"BTC": 1}}, headers=auth, timeout=10
+        )
         assert accepted.status_code == 202
         status_url = url + accepted.json()["statusUrl"]
         deadline = time.monotonic() + 30
@@ -79,9 +86,15 @@ def test_dev_stops_on_sigterm_and_stops_its_valkey() -> None:
     """SIGTERM to the server process alone also stops the embedded server it started."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPSTASH_REDIS_REST")}
     env.update(PORT="0", DEV_DRAIN_INTERVAL_S="0")
-    proc = subprocess.Popen([str(ROOT / ".venv/bin/python"), "-m", "devstack.dev"], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [str(ROOT / ".venv/bin/python"), "-m", "devstack.dev"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
     url = read_until(proc, r"API:\s+(http://\S+)", 60).group(1)
     assert "off" in read_until(proc, r"Drain:\s+(.*)", 5).group(1)
     assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200

@@ -157,8 +157,16 @@ def test_trailing_slash_in_base_url(http: Http) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"not json", b"", b'{"cmd": "GET"}', b"[]", b'["SET", "k", {"a": 1}]', b'["GET", null]',
-     b'"PING"', b'[["GET", "k"]]'],
+    [
+        b"not json",
+        b"",
+        b'{"cmd": "GET"}',
+        b"[]",
+        b'["SET", "k", {"a": 1}]',
+        b'["GET", null]',
+        b'"PING"',
+        b'[["GET", "k"]]',
+    ],
     ids=["garbage", "empty", "object", "empty-array", "nested-object", "null", "string", "2d"],
 )
 def test_malformed_body_is_400(http: Http, body: bytes) -> None:
@@ -170,7 +178,8 @@ def test_malformed_body_is_400(http: Http, body: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    "body", [b"{", b'["PING"]', b'[["PING"], "GET"]', b"{}"],
+    "body",
+    [b"{", b'["PING"]', b'[["PING"], "GET"]', b"{}"],
     ids=["garbage", "flat", "mixed", "object"],
 )
 def test_malformed_pipeline_is_400(http: Http, body: bytes) -> None:
@@ -256,7 +265,10 @@ def test_multi_exec(http: Http, backend: valkey.Valkey) -> None:
     )
     assert response.status_code == 200
     assert response.json() == [
-        {"result": "OK"}, {"result": 2}, {"result": 1}, {"result": ["f", "v"]},
+        {"result": "OK"},
+        {"result": 2},
+        {"result": 1},
+        {"result": ["f", "v"]},
     ]
 
 
@@ -324,12 +336,21 @@ def test_multi_exec_is_atomic(http: Http, backend: valkey.Valkey, stack: Stack) 
 
 @pytest.mark.parametrize(
     "command",
-    [["BLPOP", "q", "0"], ["BRPOP", "q", "0"], ["BRPOPLPUSH", "a", "b", "0"],
-     ["BLMOVE", "a", "b", "LEFT", "RIGHT", "0"], ["BLMPOP", "0", "1", "q", "LEFT"],
-     ["BZPOPMIN", "z", "0"], ["BZPOPMAX", "z", "0"], ["BZMPOP", "0", "1", "z", "MIN"],
-     ["XREAD", "BLOCK", "0", "STREAMS", "s", "$"], ["XREADGROUP", "GROUP", "g", "c", "BLOCK",
-                                                    "0", "STREAMS", "s", ">"],
-     ["WAIT", "1", "0"], ["WAITAOF", "1", "0", "0"], ["blpop", "q", "0"]],
+    [
+        ["BLPOP", "q", "0"],
+        ["BRPOP", "q", "0"],
+        ["BRPOPLPUSH", "a", "b", "0"],
+        ["BLMOVE", "a", "b", "LEFT", "RIGHT", "0"],
+        ["BLMPOP", "0", "1", "q", "LEFT"],
+        ["BZPOPMIN", "z", "0"],
+        ["BZPOPMAX", "z", "0"],
+        ["BZMPOP", "0", "1", "z", "MIN"],
+        ["XREAD", "BLOCK", "0", "STREAMS", "s", "$"],
+        ["XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "s", ">"],
+        ["WAIT", "1", "0"],
+        ["WAITAOF", "1", "0", "0"],
+        ["blpop", "q", "0"],
+    ],
     ids=lambda c: " ".join(c[:2]) if c[0].startswith("X") else c[0],
 )
 def test_blocking_commands_are_refused(
@@ -345,9 +366,7 @@ def test_blocking_commands_are_refused(
     assert f"cmdstat_{command[0].lower()}" not in backend.info("commandstats")
 
 
-def test_pool_is_healthy_after_refusals(
-    http: Http, backend: valkey.Valkey, stack: Stack
-) -> None:
+def test_pool_is_healthy_after_refusals(http: Http, backend: valkey.Valkey, stack: Stack) -> None:
     """After a burst of refused BLPOPs no backend connection is blocked; GET still works."""
     for _ in range(100):
         assert http.post(["BLPOP", "q", "0"]).status_code == 400
@@ -395,10 +414,25 @@ def test_bare_multi_is_refused_and_connection_not_left_queuing(
 
 @pytest.mark.parametrize(
     "command",
-    [["SUBSCRIBE", "c"], ["PSUBSCRIBE", "c*"], ["MONITOR"], ["CLIENT", "REPLY", "OFF"],
-     ["CLIENT", "SETNAME", "x"], ["QUIT"], ["HELLO", "3"], ["RESET"], ["AUTH", "x"],
-     ["EXEC"], ["WATCH", "k"], ["DISCARD"], ["DEBUG", "SLEEP", "5"], ["SHUTDOWN"],
-     ["CONFIG", "SET", "maxmemory", "1"], ["REPLICAOF", "127.0.0.1", "1"], ["SWAPDB", "0", "1"]],
+    [
+        ["SUBSCRIBE", "c"],
+        ["PSUBSCRIBE", "c*"],
+        ["MONITOR"],
+        ["CLIENT", "REPLY", "OFF"],
+        ["CLIENT", "SETNAME", "x"],
+        ["QUIT"],
+        ["HELLO", "3"],
+        ["RESET"],
+        ["AUTH", "x"],
+        ["EXEC"],
+        ["WATCH", "k"],
+        ["DISCARD"],
+        ["DEBUG", "SLEEP", "5"],
+        ["SHUTDOWN"],
+        ["CONFIG", "SET", "maxmemory", "1"],
+        ["REPLICAOF", "127.0.0.1", "1"],
+        ["SWAPDB", "0", "1"],
+    ],
     ids=lambda c: " ".join(c[:2]),
 )
 def test_connection_state_and_admin_commands_are_refused(
@@ -448,9 +482,7 @@ def test_plain_reply_shapes(http: Http) -> None:
     assert http.post(["TYPE", "h"]).json() == {"result": "hash"}
 
 
-def test_invalid_utf8_becomes_replacement_character(
-    http: Http, raw_backend: valkey.Valkey
-) -> None:
+def test_invalid_utf8_becomes_replacement_character(http: Http, raw_backend: valkey.Valkey) -> None:
     """Without base64, bytes that are not UTF-8 arrive as U+FFFD."""
     raw_backend.set("bin", b"\xff\xfeok\xc3")
     raw_backend.rpush("binlist", b"\x80")
@@ -612,8 +644,16 @@ def test_read_only_token_reads(read_only: Http, backend: valkey.Valkey) -> None:
 
 @pytest.mark.parametrize(
     "command",
-    [["SET", "k", "x"], ["DEL", "k"], ["KEYS", "*"], ["SCAN", "0"], ["FLUSHALL"],
-     ["EVAL", "return 1", "0"], ["PUBLISH", "c", "m"], ["CONFIG", "GET", "maxmemory"]],
+    [
+        ["SET", "k", "x"],
+        ["DEL", "k"],
+        ["KEYS", "*"],
+        ["SCAN", "0"],
+        ["FLUSHALL"],
+        ["EVAL", "return 1", "0"],
+        ["PUBLISH", "c", "m"],
+        ["CONFIG", "GET", "maxmemory"],
+    ],
     ids=lambda c: c[0],
 )
 def test_read_only_token_refuses_writes(

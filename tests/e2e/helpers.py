@@ -41,7 +41,8 @@ def sls_environ(home: Path | None = None) -> dict[str, str]:
     assert not missing, f"missing {missing}: run `make install` (npm ci and the virtualenv)"
     assert shutil.which("node"), "node is not on PATH: the sls CLI needs Node.js 20+"
     env = {
-        name: value for name, value in os.environ.items()
+        name: value
+        for name, value in os.environ.items()
         if name not in _PROJECT_VARIABLES and not name.startswith("AWS_")
     }
     pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
@@ -104,8 +105,12 @@ class Sls:
         self.count = 0
 
     def invoke(
-        self, function: str, event: Mapping[str, Any], env: Mapping[str, str],
-        *, context: Mapping[str, Any] | None = None,
+        self,
+        function: str,
+        event: Mapping[str, Any],
+        env: Mapping[str, str],
+        *,
+        context: Mapping[str, Any] | None = None,
     ) -> Invocation:
         """`sls invoke local -f function --path <event> -e K=V...`; asserts it exits 0."""
         self.count += 1
@@ -117,7 +122,12 @@ class Sls:
         if context is not None:
             command += ["--context", json.dumps(context)]
         run = subprocess.run(
-            command, cwd=REPO, env=self.environ, capture_output=True, text=True, timeout=90,
+            command,
+            cwd=REPO,
+            env=self.environ,
+            capture_output=True,
+            text=True,
+            timeout=90,
             check=False,
         )
         output = run.stdout + run.stderr

@@ -37,7 +37,12 @@ def test_deploy_with_empty_settings_is_refused_naming_them(
     env = sls_environ(tmp_path_factory.mktemp("home"))
     env["AUTH_JWT_SECRET"] = "set-but-not-enough"  # the Upstash variables stay unset
     run = subprocess.run(
-        ["sls", "deploy"], cwd=tree, env=env, capture_output=True, text=True, timeout=120,
+        ["sls", "deploy"],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
         check=False,
     )
     output = run.stdout + run.stderr

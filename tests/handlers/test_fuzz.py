@@ -42,9 +42,14 @@ def _headers(operation_id: str) -> dict[str, str]:
 
 # Status and Prometheus take no input beyond the (fixed) credentials and a free-form path
 # segment, so there is nothing to make invalid: they are fuzzed with valid inputs only.
-CASES = [("submitRebalance", "positive"), ("submitRebalance", "negative"),
-         ("getRebalanceStatus", "positive"), ("getRebalanceMetrics", "positive"),
-         ("getRebalanceMetrics", "negative"), ("getRebalancePrometheus", "positive")]
+CASES = [
+    ("submitRebalance", "positive"),
+    ("submitRebalance", "negative"),
+    ("getRebalanceStatus", "positive"),
+    ("getRebalanceMetrics", "positive"),
+    ("getRebalanceMetrics", "negative"),
+    ("getRebalancePrometheus", "positive"),
+]
 
 
 @pytest.mark.parametrize(("operation_id", "mode"), CASES)
@@ -57,17 +62,24 @@ def test_no_server_errors(schema, backend, operation_id: str, mode: str) -> None
         status_code_conformance,
     )
 
-    operation = next(op.ok() for op in schema.get_all_operations()
-                     if op.ok().definition.raw.get("operationId") == operation_id)
+    operation = next(
+        op.ok()
+        for op in schema.get_all_operations()
+        if op.ok().definition.raw.get("operationId") == operation_id
+    )
     generation = GenerationMode(mode)
     checks = [not_a_server_error]
     if generation is GenerationMode.POSITIVE:
         checks += [status_code_conformance, response_schema_conformance]
-    strategy = operation.as_strategy(generation_mode=generation,
-                                     headers=_headers(operation_id))
+    strategy = operation.as_strategy(generation_mode=generation, headers=_headers(operation_id))
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=strategy, _=st.just(None))
     def run(case, _) -> None:
         response = case.call()

@@ -8,16 +8,32 @@ import sys
 
 import pytest
 
-FORBIDDEN = ("boto3", "botocore", "valkey", "redis", "devstack", "cli", "schemathesis",
-             "prometheus_client")
+FORBIDDEN = (
+    "boto3",
+    "botocore",
+    "valkey",
+    "redis",
+    "devstack",
+    "cli",
+    "schemathesis",
+    "prometheus_client",
+)
 
 
-@pytest.mark.parametrize("module", ["handlers.submit", "handlers.status", "handlers.metrics",
-                                    "handlers.drain"])
+@pytest.mark.parametrize(
+    "module", ["handlers.submit", "handlers.status", "handlers.metrics", "handlers.drain"]
+)
 def test_a_handler_cold_import_stays_lean(module: str) -> None:
     """boto3 never on the request path; prometheus_client only when a scrape renders."""
-    probe = (f"import json, sys; import {module}; "
-             "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
-    loaded = set(json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True,
-                                           text=True, check=True).stdout))
+    probe = (
+        f"import json, sys; import {module}; "
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    loaded = set(
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+            ).stdout
+        )
+    )
     assert not loaded & set(FORBIDDEN)

@@ -43,8 +43,11 @@ def user_token() -> dict[str, str]:
 
 def test_summary_needs_a_valid_token(http: TestClient) -> None:
     """No token, a forged one or the scrape token: 401 with the error body."""
-    for headers in ({}, bearer(mint_token("u", "k", "another-secret-of-enough-bytes-xx")),
-                    bearer(SCRAPE_TOKEN)):
+    for headers in (
+        {},
+        bearer(mint_token("u", "k", "another-secret-of-enough-bytes-xx")),
+        bearer(SCRAPE_TOKEN),
+    ):
         response = http.get(SUMMARY, headers=headers)
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "unauthorized"
@@ -61,9 +64,18 @@ def test_summary_reports_every_field(http: TestClient) -> None:
     assert body["days"] == 7
     assert (body["totalJobs"], body["failedJobs"], body["avgExecutionTime"]) == (3, 1, 20.0)
     assert body["rateLimit"] == {"hits": 3, "blocked": 0}
-    assert {"p95ExecutionTime", "succeededJobs", "retriedJobs", "deadJobs", "queueDepth",
-            "inFlight", "deadLetterDepth", "oldestQueuedAgeSeconds", "p50ExecutionTime",
-            "p99ExecutionTime"} <= set(body)
+    assert {
+        "p95ExecutionTime",
+        "succeededJobs",
+        "retriedJobs",
+        "deadJobs",
+        "queueDepth",
+        "inFlight",
+        "deadLetterDepth",
+        "oldestQueuedAgeSeconds",
+        "p50ExecutionTime",
+        "p99ExecutionTime",
+    } <= set(body)
 
 
 @pytest.mark.parametrize("days", ["0", "8", "-1", "1.5", "abc", "", "+3", " 3", "٣", "9" * 5000])
@@ -146,11 +158,22 @@ def test_literal_routes_win_over_the_job_id_route(env: dict[str, str]) -> None:
 def http_api_event(path: str, headers: dict[str, str], query: str = "") -> dict[str, Any]:
     """A minimal API Gateway HTTP API (payload v2) event."""
     return {
-        "version": "2.0", "routeKey": f"GET {path}", "rawPath": path, "rawQueryString": query,
+        "version": "2.0",
+        "routeKey": f"GET {path}",
+        "rawPath": path,
+        "rawQueryString": query,
         "headers": {k.lower(): v for k, v in headers.items()},
-        "requestContext": {"http": {"method": "GET", "path": path, "protocol": "HTTP/1.1",
-                                    "sourceIp": "127.0.0.1", "userAgent": "test"},
-                           "requestId": "evt-1", "stage": "$default"},
+        "requestContext": {
+            "http": {
+                "method": "GET",
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": "test",
+            },
+            "requestId": "evt-1",
+            "stage": "$default",
+        },
         "isBase64Encoded": False,
     }
 

@@ -17,7 +17,8 @@ def test_checked_in_document_is_current() -> None:
     """`openapi.json` at the repository root equals what `build_openapi()` produces."""
     checked_in = (ROOT / "openapi.json").read_text()
     assert json.loads(checked_in) == build_openapi(), (
-        "openapi.json is stale: run `python -m handlers.openapi > openapi.json`")
+        "openapi.json is stale: run `python -m handlers.openapi > openapi.json`"
+    )
     assert checked_in == render()
 
 
@@ -28,8 +29,9 @@ def test_every_route_is_documented_and_nothing_else() -> None:
         for route in module.routes:
             assert isinstance(route, Route)
             served |= {(m.lower(), route.path) for m in route.methods or () if m != "HEAD"}
-    documented = {(method, path) for path, item in build_openapi()["paths"].items()
-                  for method in item}
+    documented = {
+        (method, path) for path, item in build_openapi()["paths"].items() for method in item
+    }
     assert served == documented
 
 
@@ -40,7 +42,8 @@ def test_every_operation_documents_auth_and_error_bodies() -> None:
     for item in doc["paths"].values():
         for operation in item.values():
             assert operation["security"] and all(
-                name in schemes for req in operation["security"] for name in req)
+                name in schemes for req in operation["security"] for name in req
+            )
             for code, response in operation["responses"].items():
                 if code[0] in "45":
                     ref = response["content"]["application/json"]["schema"]["$ref"]

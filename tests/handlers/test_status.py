@@ -64,10 +64,8 @@ def test_status_through_the_lambda_handler(client: TestClient, backend) -> None:
 
     job_id = _submit(client)
     for _ in range(2):
-        response = handler(apigw_event("GET", f"{PATH}/{job_id}", headers=auth()),
-                           LambdaContext())
+        response = handler(apigw_event("GET", f"{PATH}/{job_id}", headers=auth()), LambdaContext())
         assert response["statusCode"] == 200, response
         assert body_of(response)["jobId"] == job_id
-    missing = handler(apigw_event("GET", f"{PATH}/{job_id}", headers=auth("bob")),
-                      LambdaContext())
+    missing = handler(apigw_event("GET", f"{PATH}/{job_id}", headers=auth("bob")), LambdaContext())
     assert (missing["statusCode"], body_of(missing)["error"]["code"]) == (404, "not_found")

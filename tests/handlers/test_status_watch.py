@@ -53,16 +53,18 @@ def test_a_known_different_status_answers_at_once(client: TestClient, rest: Rest
     """`since` that is already out of date: one read, no waiting."""
     job_id = submit(client)
     before = rest.round_trips
-    view = watch_status(rest, "alice", job_id, 5, since="processing",
-                        sleep=lambda _: pytest.fail("must not wait"))
+    view = watch_status(
+        rest, "alice", job_id, 5, since="processing", sleep=lambda _: pytest.fail("must not wait")
+    )
     assert view["status"] == "queued" and rest.round_trips - before == 1
 
 
 def test_a_final_status_never_waits(client: TestClient, rest: RestClient) -> None:
     job_id = submit(client)
     policy = QueuePolicy()
-    queue.ack(rest, Q, [Outcome(j, "ok", 1.0) for j in queue.claim(rest, Q, 1, policy).jobs],
-              policy)
+    queue.ack(
+        rest, Q, [Outcome(j, "ok", 1.0) for j in queue.claim(rest, Q, 1, policy).jobs], policy
+    )
     view = watch_status(rest, "alice", job_id, 5, sleep=lambda _: pytest.fail("must not wait"))
     assert view["status"] == "succeeded"
 
@@ -85,8 +87,9 @@ def test_an_unchanged_job_answers_when_the_wait_is_over(
     assert pauses[:3] == pytest.approx([0.2, 0.3, 0.45]) and max(pauses) <= 1.0
 
 
-@pytest.mark.parametrize("query", ["wait=6", "wait=-1", "wait=x", "wait=1.5", "since=done",
-                                   "since=QUEUED"])
+@pytest.mark.parametrize(
+    "query", ["wait=6", "wait=-1", "wait=x", "wait=1.5", "since=done", "since=QUEUED"]
+)
 def test_bad_watch_parameters_are_422(client: TestClient, query: str) -> None:
     job_id = submit(client)
     answer = client.get(f"/api/agent/rebalance/{job_id}?{query}", headers=auth())

@@ -29,7 +29,11 @@ def test_submit_answers_202_and_stores_the_job(client: TestClient, backend) -> N
     assert body["statusUrl"] == f"{PATH}/{body['jobId']}" == response.headers["location"]
     job = Job.from_json(backend.lindex(keys.REQUEST_QUEUE, 0))
     assert (job.id, job.user_id, job.public_key, job.payload) == (
-        body["jobId"], "alice", "pk-alice", {"portfolio": "p1"})
+        body["jobId"],
+        "alice",
+        "pk-alice",
+        {"portfolio": "p1"},
+    )
     assert response.headers["x-request-id"]
 
 
@@ -74,8 +78,11 @@ def test_idempotent_replay_returns_the_same_answer(client: TestClient, backend) 
     headers = {**auth(), "Idempotency-Key": "order-42"}
     first = client.post(PATH, json={"a": 1}, headers=headers)
     again = client.post(PATH, json={"a": 1}, headers=headers)
-    assert (again.status_code, again.json()) == (first.status_code, first.json()) == (
-        202, first.json())
+    assert (
+        (again.status_code, again.json())
+        == (first.status_code, first.json())
+        == (202, first.json())
+    )
     assert again.headers["location"] == first.headers["location"]
     assert backend.llen(keys.REQUEST_QUEUE) == 1
 
@@ -123,8 +130,12 @@ def test_lambda_event_through_the_handler(env: dict[str, str], backend) -> None:
     from handlers.submit import handler
 
     for i in range(3):
-        event = apigw_event("POST", PATH, body=json.dumps({"i": i}),
-                            headers={**auth(), "Content-Type": "application/json"})
+        event = apigw_event(
+            "POST",
+            PATH,
+            body=json.dumps({"i": i}),
+            headers={**auth(), "Content-Type": "application/json"},
+        )
         context = LambdaContext()
         response = handler(event, context)
         assert response["statusCode"] == 202, response
@@ -141,13 +152,22 @@ def test_lambda_event_with_authorizer_claims(env: dict[str, str], backend, monke
 
     monkeypatch.setenv("AUTH_TRUST_AUTHORIZER", "true")
     get_settings.cache_clear()
-    event = apigw_event("POST", PATH, body="{}", headers={"Content-Type": "application/json"},
-                        claims={"sub": "from-authorizer", "publicKey": "pk"})
+    event = apigw_event(
+        "POST",
+        PATH,
+        body="{}",
+        headers={"Content-Type": "application/json"},
+        claims={"sub": "from-authorizer", "publicKey": "pk"},
+    )
     response = handler(event, LambdaContext())
     assert response["statusCode"] == 202, response
     assert Job.from_json(backend.lindex(keys.REQUEST_QUEUE, 0)).user_id == "from-authorizer"
-    unauthorized = handler(apigw_event("POST", PATH, body="{}", headers={
-        **auth(), "Content-Type": "application/json"}), LambdaContext())
+    unauthorized = handler(
+        apigw_event(
+            "POST", PATH, body="{}", headers={**auth(), "Content-Type": "application/json"}
+        ),
+        LambdaContext(),
+    )
     assert unauthorized["statusCode"] == 401
 
 

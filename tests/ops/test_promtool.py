@@ -33,10 +33,36 @@ PROMETHEUS = "/api/agent/rebalance/metrics/prometheus"
 
 # Words of PromQL that look like metric names (functions are followed by "(" and skipped;
 # aggregations may be followed by `by (...)`).
-_PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
-                 "unless", "bool", "offset", "le", "job", "instance", "inf", "nan", "sum",
-                 "min", "max", "avg", "count", "group", "stddev", "stdvar", "topk", "bottomk",
-                 "quantile", "count_values"}
+_PROMQL_WORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "le",
+    "job",
+    "instance",
+    "inf",
+    "nan",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "count",
+    "group",
+    "stddev",
+    "stdvar",
+    "topk",
+    "bottomk",
+    "quantile",
+    "count_values",
+}
 _IDENT = re.compile(r"(?<![\w.])[A-Za-z_:][A-Za-z0-9_:]*")  # not the unit of "5m" or "1e3"
 
 
@@ -44,15 +70,25 @@ _IDENT = re.compile(r"(?<![\w.])[A-Za-z_:][A-Za-z0-9_:]*")  # not the unit of "5
 def promtool() -> str:
     path = shutil.which("promtool")
     if path is None:
-        pytest.fail("promtool is not on PATH: run `bash scripts/ensure-promtool.sh` "
-                    "(Debian's prometheus package ships it)")
+        pytest.fail(
+            "promtool is not on PATH: run `bash scripts/ensure-promtool.sh` "
+            "(Debian's prometheus package ships it)"
+        )
     return path
 
 
-def run(promtool: str, *args: str, stdin: bytes | None = None, cwd: Path | None = None
-        ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([promtool, *args], input=stdin.decode() if stdin else None,
-                          capture_output=True, text=True, timeout=60, cwd=cwd, check=False)
+def run(
+    promtool: str, *args: str, stdin: bytes | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [promtool, *args],
+        input=stdin.decode() if stdin else None,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        check=False,
+    )
 
 
 @pytest.fixture
@@ -118,8 +154,16 @@ def test_dashboard_queries_parse(promtool: str, tmp_path: Path) -> None:
     """Every panel query is valid PromQL: promtool parses them as recording rules."""
     queries = [as_promql(q) for q in dashboard_queries() if not q.startswith("label_values(")]
     assert len(queries) >= 10
-    rules = {"groups": [{"name": "dashboard", "rules": [
-        {"record": f"dashboard:query_{i}", "expr": q} for i, q in enumerate(queries)]}]}
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"dashboard:query_{i}", "expr": q} for i, q in enumerate(queries)
+                ],
+            }
+        ]
+    }
     path = tmp_path / "dashboard-rules.yml"
     path.write_text(yaml.safe_dump(rules))
     result = run(promtool, "check", "rules", str(path))
@@ -133,7 +177,7 @@ def metric_names(expr: str) -> set[str]:
     expr = re.sub(r"\[[^\]]*\]", "[]", expr)  # ranges
     names = set()
     for match in _IDENT.finditer(expr):
-        rest = expr[match.end():].lstrip()
+        rest = expr[match.end() :].lstrip()
         if rest.startswith("(") or match.group().lower() in _PROMQL_WORDS:
             continue
         names.add(match.group())
@@ -156,8 +200,9 @@ def test_dashboard_and_rules_use_only_exported_names(exposition: bytes) -> None:
     """Every series a panel, an alert or a rule test names is one the endpoint exports."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    exported = {s.name for f in text_string_to_metric_families(exposition.decode())
-                for s in f.samples}
+    exported = {
+        s.name for f in text_string_to_metric_families(exposition.decode()) for s in f.samples
+    }
     for where, names in used_names().items():
         assert names, where
         assert names <= exported, f"{where}: {sorted(names - exported)} are not exported"
@@ -172,8 +217,13 @@ def test_the_name_extractor_sees_foreign_names() -> None:
 def test_dashboard_covers_the_issue_panels() -> None:
     """Throughput, failure ratio, p95, queue depth, oldest age, dead letters, rate limits."""
     joined = "\n".join(dashboard_queries())
-    for needle in ("jobs_submitted_total", "jobs_failed_total", "histogram_quantile(0.95",
-                   "queue_depth", "oldest_queued_age_seconds", "dead_letter_depth",
-                   "rate_limit_blocked_total"):
+    for needle in (
+        "jobs_submitted_total",
+        "jobs_failed_total",
+        "histogram_quantile(0.95",
+        "queue_depth",
+        "oldest_queued_age_seconds",
+        "dead_letter_depth",
+        "rate_limit_blocked_total",
+    ):
         assert needle in joined, needle
-
