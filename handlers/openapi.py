@@ -12,14 +12,17 @@ import json
 import sys
 from typing import Any
 
+from core.jobs import JobStatus
+
 TITLE = "agent-rebalance"
-_STATUSES = ("queued", "processing", "retrying", "succeeded", "dead")
+_STATUSES = tuple(str(s) for s in JobStatus)
 VERSION = "0.1.0"
 
 _ERROR_CODES = {
     "400": "The body is not valid JSON.",
     "401": "No bearer token, or an invalid, forged or expired one.",
     "404": "No such job for this user (unknown and foreign ids look the same).",
+    "409": "The job is processing or has ended: too late to cancel.",
     "413": "The body is over `MAX_BODY_BYTES` (16 KiB by default).",
     "415": "The body is not `application/json`.",
     "422": "Valid JSON of the wrong shape, or an invalid parameter.",
@@ -89,7 +92,7 @@ def _schemas() -> dict[str, Any]:
             "required": ["jobId", "status", "attempts", "createdAt", "updatedAt"],
             "properties": {
                 "jobId": {"type": "string"},
-                "status": {"enum": ["queued", "processing", "retrying", "succeeded", "dead"]},
+                "status": {"enum": list(_STATUSES)},
                 "attempts": count,
                 "createdAt": {"type": "string", "format": "date-time"},
                 "updatedAt": {"type": "string", "format": "date-time"},
@@ -203,7 +206,22 @@ def _status() -> dict[str, Any]:
                 "200": {"description": "The job's status.", "content": _json(_ref("JobStatus"))},
                 **_errors("401", "404", "422", "503"),
             },
-        }
+        },
+        "delete": {
+            "operationId": "cancelRebalance",
+            "summary": "Cancel a queued or retrying job (its owner only)",
+            "security": [{"bearerAuth": []}],
+            "parameters": [
+                {"name": "jobId", "in": "path", "required": True, "schema": {"type": "string"}},
+            ],
+            "responses": {
+                "200": {
+                    "description": "The job is cancelled (again, if it already was).",
+                    "content": _json(_ref("JobStatus")),
+                },
+                **_errors("401", "404", "409", "503"),
+            },
+        },
     }
 
 

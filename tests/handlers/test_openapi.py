@@ -58,5 +58,5 @@ def test_document_loads_as_openapi_3_1() -> None:
 
     schema = schemathesis.openapi.from_dict(build_openapi())
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 4
+    assert len(operations) == 5
     assert build_openapi()["openapi"].startswith("3.1")
