@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from devstack.backend import BackendError, Reply
 from devstack.commands import Args, command_name, subcommand
+from devstack.emulation import emulate
 from devstack.key_locking import guard, upstash_error
 from devstack.read_only import upstash_acl_error
 
@@ -96,7 +97,11 @@ class Scripts:
         self._to_client: dict[str, str] = {}  # the reverse, for error texts
 
     def prepare(self, args: Args) -> Prepared:
-        """Rewrite script commands; any other command passes unchanged."""
+        """Rewrite script commands and emulated ones; any other command passes unchanged."""
+        emulated = emulate(args)
+        if emulated is not None:
+            sent, finish = emulated
+            return Prepared(sent, lambda reply: finish(self._fix_error(reply)))
         name = command_name(args)
         sub = subcommand(args)
         if name in ("EVAL", "EVAL_RO") and len(args) > 1:
