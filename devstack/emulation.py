@@ -14,6 +14,8 @@ Each rule is Upstash's observable behaviour as the official SDK's own test suite
   is Valkey's, plus, above bit 64, how many keys of that cursor's page were already
   returned, so `COUNT 1` can stop inside a page.
 - Redis 8.2 commands: `BITOP DIFF|DIFF1|ANDOR|ONE`, `XDELEX`, `XACKDEL`.
+- `JSON.*` is not emulated: no JSON module under an open-source license is packaged for the
+  embedded server, so a server without one answers an error naming what is missing.
 
 Anything the rule does not recognise (bad numbers, odd options) is forwarded unchanged, so
 Valkey's error comes back. Composed commands run as one Lua script (`devstack.emulation_lua`):
@@ -57,8 +59,26 @@ def _error(text: str) -> Args:
 
 def emulate(args: Args) -> tuple[Args, Finish] | None:
     """The command to send instead of `args` and how to present its reply, or None."""
-    rule = _RULES.get(command_name(args))
+    name = command_name(args)
+    if name.startswith("JSON."):
+        return args, _json_missing(name)
+    rule = _RULES.get(name)
     return rule(args) if rule is not None else None
+
+
+def _json_missing(name: str) -> Finish:
+    """Name what is missing when the server has no JSON module (a server with one answers)."""
+
+    def finish(reply: Reply) -> Reply:
+        if isinstance(reply, BackendError) and str(reply).startswith("ERR unknown command"):
+            return BackendError(
+                f"ERR {name} needs a JSON module, which this server lacks: the embedded Valkey "
+                "has none (JSON.* is not emulated; use a real Upstash database or "
+                "--redis-url to a server with a JSON module)"
+            )
+        return reply
+
+    return finish
 
 
 def _xtrim(args: Args) -> tuple[Args, Finish] | None:

@@ -206,3 +206,13 @@ def test_bitop_one_of_missing_keys_deletes_the_destination(redis: Redis) -> None
     redis.set("dest", "old")
     assert redis.bitop("ONE", "dest", "absent1", "absent2") == 0
     assert redis.exists("dest") == 0
+
+
+# -- JSON -----------------------------------------------------------------------------------
+
+
+@pytest.mark.gateway_only
+def test_json_commands_name_the_missing_module(redis: Redis) -> None:
+    """JSON.* fails with an error that says a JSON module is missing, not a bare unknown command."""
+    with pytest.raises(UpstashError, match=r"^ERR JSON\.SET needs a JSON module"):
+        redis.json.set("doc", "$", {"a": 1})
