@@ -2,7 +2,9 @@
 
 Runs the configured `REBALANCE_PROCESSOR` through `start_polling_worker`. On SIGTERM or
 SIGINT it finishes the job in hand, acknowledges it, and exits 0. It claims one job at a
-time, so no job is ever left leased-but-unstarted by a stop.
+time, so no job is ever left leased-but-unstarted by a stop. Redis faults and outages do not
+stop it: it logs each failure and retries with capped exponential backoff (0.1 s doubling
+to 5 s). It exits non-zero only for bad settings (2) or if it ever ended by itself (1).
 """
 
 from __future__ import annotations
@@ -42,4 +44,5 @@ def run(args: argparse.Namespace) -> int:
     worker.stop()
     event(get_logger("cli.worker"), "worker.stopped", handled=worker.handled)
     print(f"worker stopped after {worker.handled} job(s)", flush=True)
-    return 0
+    # 0 only for a stop that was asked for; a worker that ended by itself is a failure.
+    return 0 if stop.is_set() else 1

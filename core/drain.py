@@ -195,12 +195,12 @@ class _Drain:
         receipt, same clock) until it lands. None when the budget ran out first: unsent
         outcomes then wait for their leases to expire."""
         receipt, now = uuid.uuid4().hex, now_ms()
-        pause, resend = RESEND_FIRST_PAUSE_S, False
+        pause = RESEND_FIRST_PAUSE_S
         while True:
             try:
                 cycle = claim_and_ack(
                     self.client, self.queue, outcomes, batch, self.policy,
-                    now=now, receipt=receipt, resend=resend,
+                    now=now, receipt=receipt,
                 )  # fmt: skip
                 break
             except UpstashError as exc:
@@ -210,7 +210,7 @@ class _Drain:
                 if left <= pause * 1000:
                     return None
                 time.sleep(pause)
-                pause, resend = min(pause * 2, RESEND_MAX_PAUSE_S), True
+                pause = min(pause * 2, RESEND_MAX_PAUSE_S)
         self._claimed_at = now
         self._tally(cycle, outcomes)
         return cycle

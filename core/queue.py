@@ -195,7 +195,6 @@ def claim_and_ack(
     *,
     now: int | None = None,
     receipt: str | None = None,
-    resend: bool = False,
     rng: Callable[[], float] = random.random,
 ) -> Cycle:
     """Settle `outcomes` and lease up to `batch` more jobs, in ONE round trip.
@@ -239,7 +238,6 @@ def claim_and_ack(
         keys.parked_prefix(queue),
         policy.lease_ms if receipt else 0,
         dumps(rows) if rows else "",
-        "1" if resend else "0",
     ]
     leased, *numbers = CLAIM(client, key_list, args)
     tally = dict(zip(_TALLY, map(int, numbers), strict=True))

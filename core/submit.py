@@ -129,14 +129,12 @@ def submit_job(
         print_,
         dumps({"jobId": job.id, "fingerprint": print_}),
         IDEMPOTENCY_TTL_S,
-        "0",
     ]
     try:
         reply = _SUBMIT(client, script_keys, args)
     except UpstashError:
-        # The answer was lost, or never came: the job may be stored. Resend once, saying so;
-        # the script then answers the stored job instead of storing a second one.
-        args[-1] = "1"
+        # The answer was lost, or never came: the job may be stored. Resend once: the same job
+        # id finds the stored job, and the script answers it instead of storing a second one.
         reply = _SUBMIT(client, script_keys, args)
     return _outcome(reply)
 

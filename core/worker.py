@@ -9,11 +9,13 @@ and may raise `PermanentJobError` to dead-letter the job.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from core.errors import UpstashError
 from core.jobs import Job
 from core.log import event, get_logger
 from core.processors import run_job
@@ -22,6 +24,9 @@ from core.redis import RedisClient, TcpClient, get_client, make_tcp_client
 from core.settings import get_settings
 
 log = get_logger(__name__)
+
+FAULT_PAUSE_S = 0.1  # after a failed call: doubled per failure in a row, up to the max
+FAULT_MAX_PAUSE_S = 5.0
 
 Handler = Callable[[Job], Any]
 
@@ -105,8 +110,18 @@ class PollingWorker:
 
     def _run(self) -> None:
         interval = self.interval_ms
+        failures = 0
         while not self._stop.is_set():
-            jobs = claim(self.client, self.queue, 1, self.policy).jobs
+            try:
+                jobs = claim(self.client, self.queue, 1, self.policy).jobs
+            except UpstashError as exc:
+                # Redis away for a moment (a reset, a 5xx, an outage): say so, back off, go on.
+                failures += 1
+                pause = min(FAULT_PAUSE_S * 2 ** (failures - 1), FAULT_MAX_PAUSE_S)
+                event(log, "worker.claim_failed", logging.WARNING, error=str(exc), retry_in_s=pause)
+                self._stop.wait(pause)
+                continue
+            failures = 0
             if not jobs:
                 self._stop.wait(interval / 1000)
                 interval = min(int(interval * self.factor), self.max_interval_ms)
@@ -115,9 +130,23 @@ class PollingWorker:
             self._handle(jobs[0])
 
     def _handle(self, job: Job) -> None:
-        timeout_s = self.policy.lease_ms * 0.9 / 1000
+        claimed = time.monotonic()
+        lease_s = self.policy.lease_ms / 1000
+        timeout_s = lease_s * 0.9
         outcome: Outcome = asyncio.run(run_job(self.handler, job, self.policy, timeout_s))
-        ack(self.client, self.queue, [outcome], self.policy)
+        # The ack is fenced, so resending it is safe; past the lease it would be stale anyway.
+        pause = FAULT_PAUSE_S
+        while True:
+            try:
+                ack(self.client, self.queue, [outcome], self.policy)
+                break
+            except UpstashError as exc:
+                left = lease_s - (time.monotonic() - claimed)
+                event(log, "worker.ack_failed", logging.WARNING, job_id=job.id, error=str(exc))
+                if left <= pause:
+                    return  # the lease will expire and the job will be delivered again
+                time.sleep(pause)
+                pause = min(pause * 2, FAULT_MAX_PAUSE_S)
         self.handled += 1
         event(log, "worker.job", job_id=job.id, outcome=outcome.kind, attempts=job.attempts)
 

@@ -115,6 +115,7 @@ class Ticker:
         from handlers.drain import handler
 
         margin_s = get_settings().drain_safety_margin_ms / 1000
+        failures = 0
         while not self._stop.is_set():
             ends = time.monotonic() + self.interval_s + margin_s
             context = SimpleNamespace(
@@ -123,9 +124,13 @@ class Ticker:
             )
             try:
                 handler({"source": "aws.events", "detail-type": "Scheduled Event"}, context)
-            except RebalanceError as exc:  # Redis away for a moment: say so, tick again
-                print(f"drain tick failed: {exc}", file=sys.stderr, flush=True)
-                self._stop.wait(self.interval_s)
+                failures = 0
+            except Exception as exc:  # never a dead ticker: say so, back off, tick again
+                failures += 1
+                pause = min(self.interval_s * 2 ** (failures - 1), 30.0) or 0.5
+                kind = "" if isinstance(exc, RebalanceError) else f"{type(exc).__name__}: "
+                print(f"drain tick failed: {kind}{exc}", file=sys.stderr, flush=True)
+                self._stop.wait(pause)
             self.invocations += 1
 
 

@@ -98,7 +98,9 @@ _HTTP_CODES = {
 }
 # Client-facing messages for server-side failures: the cause goes to the log, not the body.
 _SAFE_MESSAGES = {
-    503: "the job store is unavailable; retry later",
+    # A submit that got this answer may have been stored: a retry with the same
+    # Idempotency-Key answers that job instead of storing a second one.
+    503: "the job store is unavailable; retry later (a submit: with the same Idempotency-Key)",
 }
 
 

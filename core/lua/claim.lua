@@ -12,8 +12,7 @@
 --       14 the outcomes as ONE JSON array ('' = none), each [id, delivery (the attempts value
 --       it was claimed with), kind ok|retry|dead|release, execution ms ('' = none), status
 --       record JSON ('' = none), job JSON for the delayed hash, dead list or queue, retry due
---       ms, failure record JSON ('' = none), wallet it holds ('' = none)],
---       15 '1' when this call resends one whose answer was lost (then the receipt is read)
+--       ms, failure record JSON ('' = none), wallet it holds ('' = none)]
 -- Returns: { JSON array of the leased jobs (one string: one reply to parse), acknowledged,
 --           stale, ok, retry, dead, release, requeued, dead at lease expiry, expired,
 --           cancelled skipped, parked }
@@ -34,7 +33,9 @@ local receipt_ms = tonumber(ARGV[13])
 local Q, SCHEDULE, LEASED, DELAYED, DEAD = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local TOTALS = KEYS[6]
 
-if receipt_ms > 0 and ARGV[15] == '1' then
+-- Read even on a first send: a request held up on the network may arrive after its own
+-- resend, and must then change nothing either.
+if receipt_ms > 0 then
   local seen = redis.call('GET', KEYS[9])
   if seen then
     local receipt = cjson.decode(seen)

@@ -8,8 +8,6 @@
 -- ARGV[6] status record JSON   ARGV[7] status record TTL (s)   ARGV[8] counter TTL (s)
 -- ARGV[9] name of the submitted counter   ARGV[10] name of the blocked counter
 -- ARGV[11] body fingerprint   ARGV[12] idempotency record JSON   ARGV[13] its TTL (s)
--- ARGV[14] '1' when this call resends one whose answer was lost: the job id is the same, so
---          a stored status record means the first call landed (no extra command otherwise)
 -- Returns {'accepted', job id} | {'replay', original job id} | {'conflict', ''}
 --       | {'limited', wait_ms}
 local now_ms, window_ms, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -25,19 +23,22 @@ if idem_key then
   end
 end
 
-if ARGV[14] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then
+-- The job id is made by the caller, so a resend of this very request (its answer was lost)
+-- finds the record its first send wrote: answer that job, store nothing twice. The record is
+-- written first, NX, so this check costs no extra command.
+if not redis.call('SET', KEYS[4], ARGV[6], 'NX', 'EX', tonumber(ARGV[7])) then
   return {'replay', ARGV[4]}
 end
 
 local allowed, wait_ms, kept = rate_limit_check(KEYS[1], now_ms, window_ms, limit)
 if not allowed then
+  redis.call('DEL', KEYS[4])
   count(KEYS[6], KEYS[7], ARGV[10], 1, tonumber(ARGV[8]))
   return {'limited', wait_ms}
 end
 
 rate_limit_record(KEYS[1], kept, now_ms, window_ms, limit)
 push_job(KEYS[2], KEYS[3], ARGV[5], now_ms)
-redis.call('SET', KEYS[4], ARGV[6], 'EX', tonumber(ARGV[7]))
 if idem_key then
   redis.call('SET', idem_key, ARGV[12], 'EX', tonumber(ARGV[13]))
 end
