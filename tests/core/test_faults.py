@@ -64,7 +64,7 @@ def test_drains_ride_through_random_faults_of_every_kind(
                 env=drain_env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-            )  # fmt: skip
+            )
             for _ in range(2)
         ]
         finished = [proc.communicate(timeout=150) for proc in procs]
@@ -149,7 +149,7 @@ def test_two_healthy_drains_never_run_a_job_twice(
                     idle_exit_ms=500,
                     poll_interval_ms=50,
                     safety_margin_ms=0,
-                ),  # fmt: skip
+                ),
             )
         )
         client.close()
