@@ -63,10 +63,13 @@ class Submission:
 
 
 def validate_payload(payload: Any) -> dict[str, Any]:
-    """The rebalance request must be a JSON object (`ValidationError` otherwise)."""
+    """The rebalance request, validated by `core.models.RebalanceRequest`, in its wire names
+    (`ValidationError` with one detail per bad field otherwise)."""
     if not isinstance(payload, dict):
         raise ValidationError("the body must be a JSON object")
-    return payload
+    from core.models import parse_request  # builds the validators: first request, not import
+
+    return parse_request(payload)
 
 
 def validate_idempotency_key(value: str | None) -> str | None:
@@ -188,9 +191,11 @@ def get_status(client: RedisClient, user_id: str, job_id: str) -> dict[str, Any]
     return status_view(record, leased)
 
 
-TERMINAL = frozenset({str(JobStatus.SUCCEEDED), str(JobStatus.DEAD)})
+# Every status a job can have, cancellation's and expiry's included (`core.models.STATUSES`,
+# kept here too so that a cold import does not build the pydantic models).
+STATUSES = ("queued", "processing", "retrying", "succeeded", "dead", "cancelled", "expired")
+TERMINAL = frozenset({"succeeded", "dead", "cancelled", "expired"})
 MAX_WAIT_S = 5  # inside the status Lambda's 10 s, with room for a slow last read
-_STATUSES = tuple(str(s) for s in JobStatus)
 
 
 def parse_watch(wait: str | None, since: str | None) -> tuple[int, str | None]:
@@ -200,8 +205,8 @@ def parse_watch(wait: str | None, since: str | None) -> tuple[int, str | None]:
         if not wait.isdigit() or int(wait) > MAX_WAIT_S:
             raise ValidationError(f"wait must be a whole number of seconds from 0 to {MAX_WAIT_S}")
         seconds = int(wait)
-    if since is not None and since not in _STATUSES:
-        raise ValidationError("since must be one of " + ", ".join(_STATUSES))
+    if since is not None and since not in STATUSES:
+        raise ValidationError("since must be one of " + ", ".join(STATUSES))
     return seconds, since
 
 

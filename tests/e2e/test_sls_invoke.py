@@ -137,7 +137,7 @@ def test_any_http_api_v2_event_base64_body_query_strings_path_parameters(
     """Not only the samples: a base64 body, extra query strings and another user's job id."""
     token = _token(stack, sub="user:with:colons*and\nnewline")
     submit = with_bearer(load_event("submit.json"), token)
-    body = json.dumps({"portfolioId": "pf-β", "targets": [{"asset": "ETH", "weight": 1}]})
+    body = json.dumps({"targets": {"ETH": 1}, "metadata": {"portfolioId": "pf-β"}})
     submit["body"] = base64.b64encode(body.encode()).decode()
     submit["isBase64Encoded"] = True
     submit["headers"]["content-length"] = str(len(body.encode()))
