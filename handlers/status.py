@@ -3,7 +3,8 @@
 Without `wait` it is one read. With `wait` (1..5 s) it is a long poll for clients that watch
 a job live: the answer comes as soon as the status differs from `since` (default: the
 status at the first read) or is final, or when the wait is over. API Gateway cannot stream
-a Lambda's answer, so watching is a loop of long polls.
+a Lambda's answer, so watching is a loop of long polls. Every Redis read, each round trip
+of a long poll included, counts against the caller's read limit (429 past it).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from core.rate_limit import ReadLimit
 from core.submit import parse_watch, watch_status
 from handlers import _web
 
@@ -24,7 +26,9 @@ def status(call: _web.Call) -> Response:
     call.request.state.job_id = job_id[:64]  # for the request's log line; bounded, it is input
     query = call.request.query_params
     wait_s, since = parse_watch(query.get("wait"), query.get("since"))
-    return JSONResponse(watch_status(call.client, principal.user_id, job_id, wait_s, since))
+    limit = ReadLimit.for_user(call.settings, principal.user_id)
+    view = watch_status(call.client, principal.user_id, job_id, wait_s, since, limit=limit)
+    return JSONResponse(view)
 
 
 routes = [Route(STATUS_PATH, _web.endpoint(status), methods=["GET"], name="status")]
