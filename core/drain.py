@@ -1,37 +1,49 @@
 """The drain: one invocation of the scheduled consumer, bounded by the time it has left.
 
-Loop, until the budget (the Lambda's remaining time minus a safety margin) runs out:
-claim a batch (one round trip, which also returns expired leases and due retries to the
-queue), run it concurrently, acknowledge it (one round trip). While the queue is busy, the
-next batch is claimed (from a worker thread) while the current one runs. On an empty queue it polls
-with one cheap command (`has_due_work`) and backs off (500 ms x 1.5 up to 5 s by default);
-with `DRAIN_IDLE_EXIT_MS` it returns after that much idle time.
+Loop, until the budget (the Lambda's remaining time minus a safety margin) runs out: one
+round trip settles the batch in hand and claims the next (the claim script also returns
+expired leases and due retries to the queue), then the batch runs concurrently. The first
+claim and the last acknowledgement go alone. On an empty queue it polls with one cheap
+command (`has_due_work`) and backs off (500 ms x 1.5 up to 5 s by default); with
+`DRAIN_IDLE_EXIT_MS` it returns after that much idle time.
 
-Every claimed job ends in exactly one ack outcome. Jobs are given at most the time left in
-the budget and inside their lease, so the ack lands before another consumer could take
-them; a job not started before the deadline is released unchanged. A drain killed at any
+Leases are counted from the claim: a batch gets until `claim time + lease - ack margin`
+(and never past the budget), so its acknowledgement lands while the lease still holds and
+no other consumer can take the same jobs. A job still running then is a timeout (retried),
+one never started is released unchanged.
+
+Faults: every claim script call carries a receipt token and is resent, with the same token,
+until it lands or the budget is spent: a resend after a lost answer gets the same batch back
+(no delivery burned), and acknowledgements are fenced, so a resend never counts twice. An
+idle poll that fails is a failed poll: the drain backs off and goes on. A drain killed at any
 line leaves leases that expire and are handed out again: nothing is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
+import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from core import keys
-from core.jobs import Job
+from core.errors import UpstashError
+from core.jobs import Job, now_ms
 from core.log import event, get_logger
 from core.processors import Processor, run_job, timed_out
-from core.queue import Outcome, QueuePolicy, ack, claim, has_due_work
+from core.queue import Cycle, Outcome, QueuePolicy, claim_and_ack, has_due_work
 from core.redis import RedisClient
 from core.settings import Settings
 
 log = get_logger(__name__)
 
 MIN_BATCH_BUDGET_MS = 50  # below this, claiming would only lease jobs we cannot run
+RESEND_FIRST_PAUSE_S = 0.05
+RESEND_MAX_PAUSE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -64,10 +76,14 @@ class DrainSummary:
     retried: int = 0
     dead: int = 0
     released: int = 0
+    expired: int = 0
+    cancelled: int = 0
+    parked: int = 0
     stale: int = 0
     requeued: int = 0
     batches: int = 0
     polls: int = 0
+    faults: int = 0
     roundTrips: int = 0
     durationMs: int = 0
     stopReason: str = ""
@@ -89,6 +105,11 @@ def drain(
     return asyncio.run(_Drain(client, processor, remaining_ms, policy, options, queue).run())
 
 
+def ack_margin_ms(lease_ms: int) -> int:
+    """Time kept inside a lease for the acknowledgement to land: a tenth, 200 ms to 5 s."""
+    return max(200, min(lease_ms // 10, 5000))
+
+
 class _Drain:
     def __init__(
         self,
@@ -102,18 +123,26 @@ class _Drain:
         self.client, self.processor, self.queue = client, processor, queue
         self.remaining_ms, self.policy, self.options = remaining_ms, policy, options
         self.summary = DrainSummary()
-        self._last_batch_ms = 0.0
+        # Sync processors get their own threads, as many as the drain runs at once.
+        self._executor: ThreadPoolExecutor | None = None
+        if not inspect.iscoroutinefunction(processor):
+            self._executor = ThreadPoolExecutor(options.concurrency, "processor")
 
     def budget_ms(self) -> int:
         return self.remaining_ms() - self.options.safety_margin_ms
 
     async def run(self) -> DrainSummary:
         started, trips_before = time.monotonic(), self.client.round_trips
-        self.summary.stopReason = await self._loop()
+        try:
+            self.summary.stopReason = await self._loop()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
         self.summary.durationMs = int((time.monotonic() - started) * 1000)
         self.summary.roundTrips = self.client.round_trips - trips_before
         busy = self.summary.claimed or self.summary.requeued or self.summary.dead
-        event(log, "drain.done", logging.INFO if busy else logging.DEBUG, **self.summary.as_dict())
+        level = logging.INFO if busy or self.summary.faults else logging.DEBUG
+        event(log, "drain.done", level, **self.summary.as_dict())
         return self.summary
 
     async def _loop(self) -> str:
@@ -121,14 +150,26 @@ class _Drain:
         interval = opts.poll_interval_ms
         idle_since: float | None = None
         check_first = False  # the first poll always runs the full claim
-        while self.budget_ms() > MIN_BATCH_BUDGET_MS:
-            self.summary.polls += 1
-            idle = check_first and not has_due_work(self.client, self.queue)
-            jobs = [] if idle else self._claim()
-            if jobs:
-                await self._burst(jobs)
-                interval, idle_since, check_first = opts.poll_interval_ms, None, False
-                continue
+        outcomes: list[Outcome] = []
+        while True:
+            if self.budget_ms() <= MIN_BATCH_BUDGET_MS:
+                if outcomes:
+                    self._cycle(outcomes, 0)
+                return "deadline"
+            if not outcomes:
+                self.summary.polls += 1
+            if check_first and not outcomes and not self._has_work():
+                jobs: list[Job] = []
+            else:
+                cycle = self._cycle(outcomes, opts.batch_size)
+                outcomes = []
+                if cycle is None:
+                    return "deadline"
+                jobs = cycle.jobs
+                if jobs:
+                    outcomes = await self._process(jobs, self._claimed_at)
+                    interval, idle_since, check_first = opts.poll_interval_ms, None, False
+                    continue
             check_first = True
             idle_since = idle_since or time.monotonic()
             idle_ms = (time.monotonic() - idle_since) * 1000
@@ -139,88 +180,99 @@ class _Drain:
                 pause = min(pause, max(1, opts.idle_exit_ms - idle_ms))
             await asyncio.sleep(pause / 1000)
             interval = min(int(interval * opts.backoff_factor), opts.poll_max_interval_ms)
-        return "deadline"
 
-    async def _burst(self, jobs: list[Job]) -> None:
-        """Work through a busy queue: the next batch is claimed while this one runs.
+    def _has_work(self) -> bool:
+        """The cheap idle check; a failed check counts as work, so the claim (resent until
+        it lands) finds out."""
+        try:
+            return has_due_work(self.client, self.queue)
+        except UpstashError as exc:
+            self._fault("drain.poll_failed", exc)
+            return True
 
-        Still two round trips per batch, but the claim's latency hides behind the
-        processing and the ack. Near the deadline nothing is claimed ahead; a batch claimed
-        ahead that no longer fits is released untouched.
-        """
-        while jobs:
-            started = time.monotonic()
-            ahead = None
-            if self.budget_ms() > 2 * self._last_batch_ms + MIN_BATCH_BUDGET_MS:
-                ahead = asyncio.ensure_future(asyncio.to_thread(self._claim))
-            await self._run_batch(jobs)
-            self._last_batch_ms = (time.monotonic() - started) * 1000
-            if ahead is None:
-                return
-            self.summary.polls += 1
-            jobs = await ahead
-            if jobs and self.budget_ms() <= MIN_BATCH_BUDGET_MS:
-                result = ack(
-                    self.client, self.queue, [Outcome(j, "release") for j in jobs], self.policy
-                )
-                self.summary.released += result.counts.get("release", 0)
-                return
+    def _cycle(self, outcomes: list[Outcome], batch: int) -> Cycle | None:
+        """Settle `outcomes` and claim up to `batch` jobs, resending the same call (same
+        receipt, same clock) until it lands. None when the budget ran out first: unsent
+        outcomes then wait for their leases to expire."""
+        receipt, now = uuid.uuid4().hex, now_ms()
+        pause, resend = RESEND_FIRST_PAUSE_S, False
+        while True:
+            try:
+                cycle = claim_and_ack(
+                    self.client, self.queue, outcomes, batch, self.policy,
+                    now=now, receipt=receipt, resend=resend,
+                )  # fmt: skip
+                break
+            except UpstashError as exc:
+                self._fault("drain.cycle_failed", exc)
+                # The last acknowledgement may use the safety margin, a claim may not.
+                left = self.remaining_ms() - (200 if batch == 0 else self.options.safety_margin_ms)
+                if left <= pause * 1000:
+                    return None
+                time.sleep(pause)
+                pause, resend = min(pause * 2, RESEND_MAX_PAUSE_S), True
+        self._claimed_at = now
+        self._tally(cycle, outcomes)
+        return cycle
 
-    def _claim(self) -> list[Job]:
-        result = claim(self.client, self.queue, self.options.batch_size, self.policy)
-        self.summary.requeued += result.requeued
-        self.summary.dead += result.dead
-        self.summary.claimed += len(result.jobs)
-        return result.jobs
+    def _fault(self, name: str, exc: Exception) -> None:
+        self.summary.faults += 1
+        event(log, name, logging.WARNING, error=str(exc))
 
-    async def _run_batch(self, jobs: list[Job]) -> None:
-        # Jobs get what is left of the budget, and never more than their lease, so that
-        # the ack reaches Redis before any other consumer may take them.
-        limit_s = min(self.budget_ms(), int(self.policy.lease_ms * 0.9)) / 1000
-        outcomes = await self._process(jobs, limit_s)
-        result = ack(self.client, self.queue, outcomes, self.policy)
-        self.summary.batches += 1
-        self.summary.stale += result.stale
-        self.summary.succeeded += result.counts.get("ok", 0)
-        self.summary.retried += result.counts.get("retry", 0)
-        self.summary.dead += result.counts.get("dead", 0)
-        self.summary.released += result.counts.get("release", 0)
+    def _tally(self, cycle: Cycle, outcomes: list[Outcome]) -> None:
+        s = self.summary
+        if outcomes:
+            s.batches += 1
+        s.claimed += len(cycle.jobs)
+        s.requeued += cycle.requeued
+        s.dead += cycle.dead + cycle.counts.get("dead", 0)
+        s.stale += cycle.stale
+        s.succeeded += cycle.counts.get("ok", 0)
+        s.retried += cycle.counts.get("retry", 0)
+        s.released += cycle.counts.get("release", 0)
+        s.expired += cycle.expired
+        s.cancelled += cycle.skipped
+        s.parked += cycle.parked
         for outcome in outcomes:
             if outcome.kind not in ("ok", "release"):
-                event(
-                    log,
-                    "job." + outcome.kind,
-                    logging.WARNING,
-                    job_id=outcome.job.id,
-                    attempts=outcome.job.attempts,
-                    error=outcome.error,
-                )
+                event(log, "job." + outcome.kind, logging.WARNING, job_id=outcome.job.id,
+                      attempts=outcome.job.attempts, error=outcome.error)  # fmt: skip
 
-    async def _process(self, jobs: list[Job], limit_s: float) -> list[Outcome]:
+    async def _process(self, jobs: list[Job], claimed_at: int) -> list[Outcome]:
         """Run the batch, at most `concurrency` at once, all inside one deadline.
 
-        Past it, a job still running is a timeout (retried); one never started is released
-        as it was. One timer for the batch, not one per job.
+        The deadline keeps the acknowledgement inside the lease counted from the claim, and
+        inside the budget. Past it, a job still running is a timeout (retried); one never
+        started is released as it was. One timer for the batch, `concurrency` workers.
         """
-        gate = asyncio.Semaphore(self.options.concurrency)
+        lease_end = claimed_at + self.policy.lease_ms - ack_margin_ms(self.policy.lease_ms)
+        limit_s = min(lease_end - now_ms(), self.budget_ms()) / 1000
+        if limit_s <= 0:
+            return [Outcome(job, "release") for job in jobs]
+        results: dict[int, Outcome] = {}
         started: dict[int, float] = {}
+        queue = iter(enumerate(jobs))
 
-        async def one(index: int, job: Job) -> Outcome:
-            async with gate:
+        async def worker() -> None:
+            for index, job in queue:
+                if self.budget_ms() <= 0:  # the rest go back unstarted
+                    return
                 started[index] = time.perf_counter()
-                return await run_job(self.processor, job, self.policy)
+                results[index] = await run_job(
+                    self.processor, job, self.policy, executor=self._executor
+                )
 
-        tasks = [asyncio.ensure_future(one(i, job)) for i, job in enumerate(jobs)]
-        _, late = await asyncio.wait(tasks, timeout=limit_s)
+        workers = [
+            asyncio.ensure_future(worker()) for _ in range(min(len(jobs), self.options.concurrency))
+        ]
+        _, late = await asyncio.wait(workers, timeout=limit_s)
         for task in late:
             task.cancel()
         if late:
             await asyncio.gather(*late, return_exceptions=True)
         return [
-            task.result()
-            if task not in late
-            else timed_out(job, self.policy, started[i])
-            if i in started
+            results[i] if i in results
+            else timed_out(job, self.policy, started[i]) if i in started
             else Outcome(job, "release")
-            for i, (job, task) in enumerate(zip(jobs, tasks, strict=True))
-        ]
+            for i, job in enumerate(jobs)
+        ]  # fmt: skip

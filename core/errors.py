@@ -49,6 +49,14 @@ class NotFoundError(RebalanceError):
     """No such job for this user: unknown and foreign ids look the same (`404`)."""
 
 
+class ConflictError(RebalanceError):
+    """The job is in a state that forbids the request, e.g. a cancel once it runs (`409`)."""
+
+    def __init__(self, message: str, view: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.view = view
+
+
 class ValidationError(RebalanceError):
     """Well-formed input of the wrong shape (`422`).
 

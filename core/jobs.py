@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -31,6 +30,14 @@ class JobStatus(StrEnum):
     RETRYING = "retrying"
     SUCCEEDED = "succeeded"
     DEAD = "dead"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+# Statuses a job never leaves (a replayed dead job starts over as a new delivery history).
+FINAL_STATUSES = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.DEAD, JobStatus.CANCELLED, JobStatus.EXPIRED}
+)
 
 
 def new_job_id() -> str:
@@ -50,20 +57,86 @@ def iso(ts_ms: int | None) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-@dataclass
-class Job:
-    """A delivery of work: what a processor receives."""
+_UNSET: Any = object()
 
-    id: str
-    payload: Any
-    user_id: str = ""
-    public_key: str = ""
-    attempts: int = 0
-    created_at: int = 0
-    enqueued_at: int = 0
-    queue: str = ""
-    last_error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+
+class Job:
+    """A delivery of work: what a processor receives.
+
+    The payload is stored as JSON text (`body`) and decoded on first access: the drain
+    hands most jobs to a processor that reads it, but never decodes one it only settles.
+    """
+
+    __slots__ = (
+        "_body",
+        "_payload",
+        "attempts",
+        "created_at",
+        "enqueued_at",
+        "expires_at",
+        "extra",
+        "id",
+        "last_error",
+        "public_key",
+        "queue",
+        "user_id",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        payload: Any = _UNSET,
+        user_id: str = "",
+        public_key: str = "",
+        attempts: int = 0,
+        created_at: int = 0,
+        enqueued_at: int = 0,
+        queue: str = "",
+        last_error: str | None = None,
+        expires_at: int | None = None,
+        extra: dict[str, Any] | None = None,
+        *,
+        body: str | None = None,
+    ) -> None:
+        self.id, self.user_id, self.public_key = id, user_id, public_key
+        self.attempts, self.created_at, self.enqueued_at = attempts, created_at, enqueued_at
+        self.queue, self.last_error, self.expires_at = queue, last_error, expires_at
+        self.extra = extra if extra is not None else {}
+        self._payload = None if payload is _UNSET and body is None else payload
+        self._body = body  # with `_payload` unset, the only copy until someone reads it
+
+    @property
+    def payload(self) -> Any:
+        if self._payload is _UNSET:
+            self._payload = json.loads(self._body or "null")
+        return self._payload
+
+    @property
+    def body(self) -> str:
+        """The payload as stored: JSON text."""
+        if self._body is None:
+            self._body = dumps(self._payload)
+        return self._body
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across every delivery of this job: pass it to whatever the job calls."""
+        return self.id
+
+    @property
+    def lock(self) -> str:
+        """The wallet this delivery holds ('' when the job is not serialized)."""
+        return str(self.extra.get("lock") or "")
+
+    def __repr__(self) -> str:
+        return f"Job(id={self.id!r}, attempts={self.attempts}, user_id={self.user_id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Job):
+            return NotImplemented
+        return self.to_json() == other.to_json()
+
+    __hash__ = None  # type: ignore[assignment]
 
     def __getitem__(self, name: str) -> Any:
         """`job["payload"]` works like `job.payload`: a processor may treat a job as a dict."""
@@ -86,10 +159,13 @@ class Job:
         data = dict(data)
         known = {k: data.pop(k) for k in list(data) if k in _FIELDS}
         body = data.pop("body", None)
-        payload = json.loads(body) if isinstance(body, str) else data.pop("payload", None)
         for name in ("attempts", "created_at", "enqueued_at"):
             known[name] = int(known.get(name) or 0)
-        return cls(payload=payload, **known, extra=data)
+        if known.get("expires_at") is not None:
+            known["expires_at"] = int(known["expires_at"])
+        if isinstance(body, str):
+            return cls(**known, extra=data, body=body)
+        return cls(payload=data.pop("payload", None), **known, extra=data)
 
     def to_json(self, **changes: Any) -> str:
         data = {
@@ -98,10 +174,11 @@ class Job:
             "queue": self.queue,
             "user_id": self.user_id,
             "public_key": self.public_key,
-            "body": dumps(self.payload),
+            "body": self.body,
             "attempts": self.attempts,
             "created_at": self.created_at,
             "enqueued_at": self.enqueued_at,
+            "expires_at": self.expires_at,
         }
         if self.last_error is not None:
             data["last_error"] = self.last_error
@@ -109,7 +186,7 @@ class Job:
         return dumps({k: v for k, v in data.items() if v is not None})
 
 
-PROCESSOR_FIELDS = ("id", "user_id", "public_key", "payload", "attempts")
+PROCESSOR_FIELDS = ("id", "user_id", "public_key", "payload", "attempts", "idempotency_key")
 _FIELDS = {
     "id",
     "queue",
@@ -119,6 +196,7 @@ _FIELDS = {
     "created_at",
     "enqueued_at",
     "last_error",
+    "expires_at",
 }
 
 
@@ -136,7 +214,7 @@ def status_view(record: dict[str, Any], leased: dict[str, Any] | None) -> dict[s
     status = record.get("status", JobStatus.QUEUED)
     attempts = int(record.get("attempts", 0))
     updated_at = record.get("updated_at")
-    if leased is not None and status not in (JobStatus.SUCCEEDED, JobStatus.DEAD):
+    if leased is not None and status not in FINAL_STATUSES:
         status = JobStatus.PROCESSING
         attempts = max(attempts, int(leased.get("attempts", attempts)))
         updated_at = max(updated_at or 0, int(leased.get("claimed_at") or 0)) or updated_at

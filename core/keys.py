@@ -9,6 +9,10 @@ Layout (all keys start with `agent:rebalance:` or `metrics:agent:rebalance:`):
 | `agent:rebalance:request:leased` | hash job id -> job JSON of a claimed job | lease |
 | `agent:rebalance:request:delayed` | hash job id -> job JSON waiting for its retry | retry |
 | `agent:rebalance:request:dead` | list of dead jobs (JSON) | 10,000 (oldest dropped) |
+| `agent:rebalance:request:busy` | hash wallet -> `<holder id>|<parked count>` | busy wallets |
+| `agent:rebalance:request:parked:<sha1(wallet)>` | list of a held wallet's waiting jobs | drained |
+| `agent:rebalance:request:cancelled` | set of cancelled ids still in the queue list | drained |
+| `agent:rebalance:request:receipt:<token>` | a claim's tallies and leased ids | the lease |
 | `agent:rebalance:job:<jobId>` | status record (JSON) | 24 h |
 | `agent:rebalance:idem:<user>:<sha256(key)>` | idempotency record (JSON) | 24 h |
 | `metrics:agent:rebalance:rate:<user>` | sliding-window log (packed timestamps) | the window |
@@ -76,6 +80,23 @@ def dead_key(queue: str) -> str:
     return queue_key(queue) + ":dead"
 
 
+def busy_key(queue: str) -> str:
+    return queue_key(queue) + ":busy"
+
+
+def parked_prefix(queue: str) -> str:
+    """Prefix of a wallet's parked list; Lua appends the SHA-1 of the wallet."""
+    return queue_key(queue) + ":parked:"
+
+
+def cancelled_key(queue: str) -> str:
+    return queue_key(queue) + ":cancelled"
+
+
+def receipt_key(queue: str, token: str) -> str:
+    return queue_key(queue) + ":receipt:" + escape(token)
+
+
 def is_job_id(value: str) -> bool:
     """Job ids are 32 lowercase hex digits; anything else is unknown without a lookup."""
     return bool(_JOB_ID.match(value))
@@ -137,5 +158,7 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 RETRIED = "retried"
 DEAD = "dead"
+CANCELLED = "cancelled"
+EXPIRED = "expired"
 RATE_LIMIT_BLOCKED = "rate_limit_blocked"
 RATE_LIMIT_HITS = "rate_limit_hits"

@@ -48,6 +48,8 @@ TRACKED = (
     keys.FAILED,
     keys.RETRIED,
     keys.DEAD,
+    keys.CANCELLED,
+    keys.EXPIRED,
     keys.RATE_LIMIT_BLOCKED,
 )
 _FAILURE_TEXT_LIMIT = 8 * 1024  # a stack trace is useful; a megabyte of one is a cost
@@ -338,6 +340,8 @@ def _summary(
         "succeededJobs": counts[keys.SUCCEEDED],
         "retriedJobs": counts[keys.RETRIED],
         "deadJobs": counts[keys.DEAD],
+        "cancelledJobs": counts[keys.CANCELLED],
+        "expiredJobs": counts[keys.EXPIRED],
         "executions": times.count,
         "p50ExecutionTime": _ms(times.percentile_ms(50)),
         "p99ExecutionTime": _ms(times.percentile_ms(99)),
@@ -405,6 +409,8 @@ COUNTERS = {
     "jobs_failed": (keys.FAILED, "Job executions that ended in an error (retried or dead)."),
     "jobs_retried": (keys.RETRIED, "Failed executions scheduled for another attempt."),
     "jobs_dead": (keys.DEAD, "Jobs moved to the dead-letter queue."),
+    "jobs_cancelled": (keys.CANCELLED, "Jobs cancelled by their owner before they started."),
+    "jobs_expired": (keys.EXPIRED, "Jobs that ran out of their validity before they started."),
     "rate_limit_blocked": (keys.RATE_LIMIT_BLOCKED, "Submits refused by the rate limiter."),
 }
 GAUGES = {

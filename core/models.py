@@ -207,6 +207,8 @@ class MetricsSummary(_Answer):
     succeededJobs: Count
     retriedJobs: Count
     deadJobs: Count
+    cancelledJobs: Count
+    expiredJobs: Count
     executions: Count
     p50ExecutionTime: Millis
     p99ExecutionTime: Millis

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from core import keys
-from core.jobs import Job, JobStatus, dumps, new_job_id, now_ms
+from core.errors import ConflictError, NotFoundError
+from core.jobs import Job, JobStatus, dumps, new_job_id, now_ms, status_view
 from core.redis import RedisClient, Script, get_client
 from core.settings import Settings
 
@@ -34,7 +35,7 @@ OutcomeKind = Literal["ok", "retry", "dead", "release"]
 _PRELUDE = ("_metrics.lua", "_queue.lua")
 ENQUEUE = Script("enqueue.lua", prelude=_PRELUDE)
 CLAIM = Script("claim.lua", prelude=_PRELUDE)
-ACK = Script("ack.lua", prelude=_PRELUDE)
+CANCEL = Script("cancel.lua", prelude=_PRELUDE)
 REPLAY = Script("replay.lua", prelude=_PRELUDE)
 PURGE = Script("purge.lua")
 
@@ -52,6 +53,9 @@ class QueuePolicy:
     job_ttl_s: int = keys.JOB_TTL_S
     metrics_ttl_s: int = keys.METRICS_TTL_S
     dead_cap: int = 10_000
+    # The job field that names what must not run twice at once: `public_key` (a wallet),
+    # `user_id`, or "" (no serialization).
+    serialize_field: str = "public_key"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QueuePolicy:
@@ -61,7 +65,12 @@ class QueuePolicy:
             retry_base_ms=settings.retry_base_delay_ms,
             retry_max_ms=settings.retry_max_delay_ms,
             job_ttl_s=settings.job_ttl_s,
+            serialize_field=SERIALIZE_FIELDS[settings.serialize_by],
         )
+
+
+# SERIALIZE_BY -> the job field that names the lock
+SERIALIZE_FIELDS = {"wallet": "public_key", "user": "user_id", "none": ""}
 
 
 @dataclass
@@ -147,38 +156,112 @@ def has_due_work(client: RedisClient, queue: str, now: int | None = None) -> boo
     return bool(hit)
 
 
+@dataclass
+class Cycle:
+    """What one claim script call did: the batch in hand settled, the next one leased."""
+
+    jobs: list[Job]
+    acked: int = 0
+    stale: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    requeued: int = 0
+    dead: int = 0  # dead-lettered when a lease expired on the last allowed delivery
+    expired: int = 0
+    skipped: int = 0  # cancelled jobs popped and ended
+    parked: int = 0  # jobs that wait behind their wallet's running job
+
+
+_TALLY = (
+    "acked",
+    "stale",
+    "ok",
+    "retry",
+    "dead",
+    "release",
+    "requeued",
+    "lease_dead",
+    "expired",
+    "skipped",
+    "parked",
+)
+
+
+def claim_and_ack(
+    client: RedisClient,
+    queue: str,
+    outcomes: Sequence[Outcome],
+    batch: int,
+    policy: QueuePolicy,
+    *,
+    now: int | None = None,
+    receipt: str | None = None,
+    resend: bool = False,
+    rng: Callable[[], float] = random.random,
+) -> Cycle:
+    """Settle `outcomes` and lease up to `batch` more jobs, in ONE round trip.
+
+    With a `receipt` token the call is safe to resend: a resend after the first call landed
+    answers the same tallies and the same batch (kept for the lease), so a lost answer costs
+    no delivery. Outcomes of expired leases are ignored (fenced by the delivery count).
+    """
+    now = now_ms() if now is None else now
+    today = keys.day(now)
+    key_list = [
+        keys.queue_key(queue),
+        keys.schedule_key(queue),
+        keys.leased_key(queue),
+        keys.delayed_key(queue),
+        keys.dead_key(queue),
+        keys.TOTALS,
+        keys.busy_key(queue),
+        keys.cancelled_key(queue),
+        keys.receipt_key(queue, receipt or "-"),
+        *(
+            keys.counter_key(today, name)
+            for name in (keys.SUCCEEDED, keys.FAILED, keys.RETRIED, keys.DEAD, keys.EXPIRED)
+        ),
+        keys.exec_times_key(today),
+        keys.exec_times_key(),
+    ]
+    rows = [_ack_args(outcome, policy, now, rng) for outcome in outcomes]
+    args = [
+        now,
+        batch,
+        policy.lease_ms,
+        policy.max_attempts,
+        keys.JOB_KEY_PREFIX,
+        keys.FAILED_KEY_PREFIX,
+        policy.job_ttl_s,
+        policy.metrics_ttl_s,
+        policy.dead_cap,
+        REQUEUE_SCAN_LIMIT,
+        policy.serialize_field,
+        keys.parked_prefix(queue),
+        policy.lease_ms if receipt else 0,
+        dumps(rows) if rows else "",
+        "1" if resend else "0",
+    ]
+    leased, *numbers = CLAIM(client, key_list, args)
+    tally = dict(zip(_TALLY, map(int, numbers), strict=True))
+    return Cycle(
+        jobs=[Job.from_dict(data) for data in json.loads(leased)],
+        acked=tally["acked"],
+        stale=tally["stale"],
+        counts={k: tally[k] for k in ("ok", "retry", "dead", "release")},
+        requeued=tally["requeued"],
+        dead=tally["lease_dead"],
+        expired=tally["expired"],
+        skipped=tally["skipped"],
+        parked=tally["parked"],
+    )
+
+
 def claim(
     client: RedisClient, queue: str, batch: int, policy: QueuePolicy, now: int | None = None
 ) -> Claim:
     """Lease up to `batch` jobs (oldest first) after returning due work to the queue."""
-    now = now_ms() if now is None else now
-    today = keys.day(now)
-    leased, requeued, dead = CLAIM(
-        client,
-        [
-            keys.queue_key(queue),
-            keys.schedule_key(queue),
-            keys.leased_key(queue),
-            keys.delayed_key(queue),
-            keys.dead_key(queue),
-            keys.TOTALS,
-            keys.counter_key(today, keys.FAILED),
-            keys.counter_key(today, keys.DEAD),
-        ],
-        [
-            now,
-            batch,
-            policy.lease_ms,
-            policy.max_attempts,
-            keys.JOB_KEY_PREFIX,
-            keys.FAILED_KEY_PREFIX,
-            policy.job_ttl_s,
-            policy.metrics_ttl_s,
-            policy.dead_cap,
-            REQUEUE_SCAN_LIMIT,
-        ],
-    )
-    return Claim([Job.from_dict(data) for data in json.loads(leased)], int(requeued), int(dead))
+    cycle = claim_and_ack(client, queue, (), batch, policy, now=now)
+    return Claim(cycle.jobs, cycle.requeued, cycle.dead)
 
 
 def ack(
@@ -192,30 +275,8 @@ def ack(
     """Settle a claimed batch in one round trip; outcomes of expired leases are ignored."""
     if not outcomes:
         return AckResult(0, 0)
-    now = now_ms() if now is None else now
-    today = keys.day(now)
-    key_list = [
-        keys.schedule_key(queue),
-        keys.leased_key(queue),
-        keys.delayed_key(queue),
-        keys.dead_key(queue),
-        keys.queue_key(queue),
-        keys.TOTALS,
-        *(
-            keys.counter_key(today, name)
-            for name in (keys.SUCCEEDED, keys.FAILED, keys.RETRIED, keys.DEAD)
-        ),
-        keys.exec_times_key(today),
-        keys.exec_times_key(),
-    ]
-    rows = []
-    for outcome in outcomes:
-        key_list += [keys.job_key(outcome.job.id), keys.failed_key(outcome.job.id)]
-        rows.append(_ack_args(outcome, policy, now, rng))
-    args = [now, policy.job_ttl_s, policy.metrics_ttl_s, policy.dead_cap, dumps(rows)]
-    acked, stale, *tally = ACK(client, key_list, args)
-    counts = dict(zip(("ok", "retry", "dead", "release"), map(int, tally), strict=True))
-    return AckResult(int(acked), int(stale), counts)
+    cycle = claim_and_ack(client, queue, outcomes, 0, policy, now=now, rng=rng)
+    return AckResult(cycle.acked, cycle.stale, cycle.counts)
 
 
 def _ack_args(
@@ -232,12 +293,57 @@ def _ack_args(
         record = status_record(job, JobStatus.RETRYING, now, error=outcome.error)
         failure = failure_record(job, outcome, now)
     elif outcome.kind == "dead":
-        body = job.to_json(last_error=outcome.error, claimed_at=None, dead_at=now)
+        body = job.to_json(last_error=outcome.error, claimed_at=None, dead_at=now, lock=None)
         record = status_record(job, JobStatus.DEAD, now, error=outcome.error)
         failure = failure_record(job, outcome, now)
     else:  # release: never started, so this delivery does not count
         body = job.to_json(attempts=job.attempts - 1, claimed_at=None)
-    return [job.id, job.attempts, outcome.kind, ms, record, body, due, failure]
+    return [job.id, job.attempts, outcome.kind, ms, record, body, due, failure, job.lock]
+
+
+def cancel(
+    client: RedisClient,
+    queue: str,
+    user_id: str,
+    job_id: str,
+    policy: QueuePolicy | None = None,
+    now: int | None = None,
+) -> dict[str, Any]:
+    """Cancel `job_id` for its owner (one round trip); returns its status view.
+
+    A `queued` or `retrying` job never starts; cancelling it again answers the same.
+    `NotFoundError` for unknown or foreign ids, `ConflictError` once it runs or has ended.
+    """
+    if not keys.is_job_id(job_id):
+        raise NotFoundError("no such job")
+    policy = policy or QueuePolicy()
+    now = now_ms() if now is None else now
+    reply = CANCEL(
+        client,
+        [
+            keys.job_key(job_id),
+            keys.queue_key(queue),
+            keys.schedule_key(queue),
+            keys.leased_key(queue),
+            keys.delayed_key(queue),
+            keys.cancelled_key(queue),
+            keys.busy_key(queue),
+            keys.TOTALS,
+            keys.counter_key(keys.day(now), keys.CANCELLED),
+        ],
+        [job_id, user_id, now, policy.job_ttl_s, policy.metrics_ttl_s, keys.parked_prefix(queue)],
+    )
+    outcome = str(reply[0])
+    if outcome == "missing":
+        raise NotFoundError("no such job")
+    record = json.loads(reply[1])
+    if outcome == "processing":
+        view = status_view(record, json.loads(reply[2]))
+        raise ConflictError(f"the job is {view['status']}: too late to cancel", view)
+    view = status_view(record, None)
+    if outcome == "conflict":
+        raise ConflictError(f"the job is {view['status']}: too late to cancel", view)
+    return view
 
 
 def status_record(
@@ -334,11 +440,14 @@ def decode_result(value: Any) -> Any:
 __all__ = [
     "AckResult",
     "Claim",
+    "Cycle",
     "Outcome",
     "QueuePolicy",
     "ack",
     "backoff_ms",
+    "cancel",
     "claim",
+    "claim_and_ack",
     "depth",
     "enqueue",
     "has_due_work",

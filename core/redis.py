@@ -105,8 +105,11 @@ class RestClient:
         self._sdk._http._client.close()
         self._sdk._http._client = httpx.Client(
             timeout=httpx.Timeout(timeout_s),
-            transport=transport or httpx.HTTPTransport(socket_options=NO_DELAY),
-            event_hooks={"request": [self._count]},
+            # Idle connections are dropped before a server's usual 5 s keep-alive ends, so a
+            # request never goes out on a connection the server is closing.
+            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_S),
+            transport=transport or httpx.HTTPTransport(socket_options=NO_DELAY, retries=1),
+            event_hooks={"request": [self._count], "response": [_refuse_server_errors]},
         )
 
     def _count(self, _request: httpx.Request) -> None:
@@ -141,20 +144,42 @@ class RestClient:
         while True:
             try:
                 return send()
-            except SdkError as exc:
+            except SdkError as exc:  # Upstash's own `{"error": ...}`: the command was refused
                 raise UpstashError(str(exc)) from exc
             except _CONNECT_ERRORS as exc:
                 if attempt >= self._retries:
                     raise UpstashError(f"Upstash unreachable: {type(exc).__name__}") from exc
-            except (httpx.HTTPError, ValueError) as exc:
-                # A read timeout or a broken body: the command may have run. Resend reads only.
+            except Exception as exc:
+                # A read timeout, a 5xx, a reset, or a body that is not a reply (HTML, JSON
+                # without `result`, null, a list, truncated): the command may have run.
+                # Resend reads only; the SDK's own failures on such bodies land here too.
                 if not safe_to_resend or attempt >= self._retries:
-                    raise UpstashError(f"Upstash request failed: {type(exc).__name__}") from exc
+                    raise UpstashError(_describe(exc)) from exc
             attempt += 1
             time.sleep(min(0.05 * 2**attempt, 0.5))
 
     def close(self) -> None:
         self._sdk.close()
+
+
+KEEPALIVE_S = 2.0
+
+
+class ServerError(httpx.HTTPError):
+    """Upstash (or something in front of it) answered 5xx: whatever the body says."""
+
+
+def _refuse_server_errors(response: httpx.Response) -> None:
+    if response.status_code >= 500:
+        raise ServerError(f"HTTP {response.status_code}")
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ServerError):
+        return f"Upstash answered {exc}"
+    if isinstance(exc, httpx.HTTPError):
+        return f"Upstash request failed: {type(exc).__name__}"
+    return f"Upstash answered something that is not a reply: {type(exc).__name__}"
 
 
 def _read_only(name: str, command: Command) -> bool:

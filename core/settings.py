@@ -56,6 +56,8 @@ class Settings:
     job_lease_seconds: int = 60
     retry_base_delay_ms: int = 1000
     retry_max_delay_ms: int = 60_000
+    serialize_by: str = "wallet"
+    job_valid_for_s: int | None = None
 
     drain_batch_size: int = 10
     drain_concurrency: int = 10
@@ -180,8 +182,18 @@ def _check(v: dict[str, Any]) -> dict[str, str]:
         problems["SIM_FAILURE_RATE"] = "must be between 0 and 1"
     if v.get("retry_max_delay_ms", 60_000) < v.get("retry_base_delay_ms", 1000):
         problems["RETRY_MAX_DELAY_MS"] = "must be at least RETRY_BASE_DELAY_MS"
+    if v.get("serialize_by", "wallet") not in ("wallet", "user", "none"):
+        problems["SERIALIZE_BY"] = "must be wallet, user or none"
+    if v.get("job_valid_for_s") is not None and not 1 <= v["job_valid_for_s"] <= 86400:
+        problems["JOB_VALID_FOR_S"] = "must be between 1 and 86400 seconds"
     if ":" not in v.get("rebalance_processor", "m:f"):
         problems["REBALANCE_PROCESSOR"] = "must look like module:function"
+    problems.update(_check_security(v))
+    return problems
+
+
+def _check_security(v: dict[str, Any]) -> dict[str, str]:
+    problems: dict[str, str] = {}
     if secret_problem := jwt_secret_problem(v.get("auth_jwt_secret", "")):
         problems["AUTH_JWT_SECRET"] = secret_problem
     if "metrics_read_scope" in v and not v["metrics_read_scope"].strip():

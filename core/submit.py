@@ -44,7 +44,7 @@ from core.errors import (
     UpstashError,
     ValidationError,
 )
-from core.jobs import Job, JobStatus, dumps, new_job_id, status_view
+from core.jobs import FINAL_STATUSES, Job, JobStatus, dumps, new_job_id, status_view
 from core.jobs import now_ms as clock_ms
 from core.log import mask, redact
 from core.queue import status_record
@@ -109,7 +109,7 @@ def submit_job(
     payload = validate_payload(payload)
     idempotency_key = validate_idempotency_key(idempotency_key)
     now = clock_ms() if now_ms is None else now_ms
-    job = _new_job(principal, payload, now)
+    job = _new_job(principal, payload, now, _valid_for_s(payload, settings))
     today = keys.day(now)
     script_keys = [
         keys.rate_key(principal.user_id),
@@ -123,38 +123,52 @@ def submit_job(
     print_ = fingerprint(payload)
     if idempotency_key is not None:
         script_keys.append(keys.idempotency_key(principal.user_id, idempotency_key))
-    reply = _SUBMIT(
-        client,
-        script_keys,
-        [
-            now,
-            settings.rate_limit_window_s * 1000,
-            settings.rate_limit_max,
-            job.id,
-            job.to_json(),
-            status_record(job, JobStatus.QUEUED, now),
-            settings.job_ttl_s,
-            keys.METRICS_TTL_S,
-            keys.SUBMITTED,
-            keys.RATE_LIMIT_BLOCKED,
-            print_,
-            dumps({"jobId": job.id, "fingerprint": print_}),
-            IDEMPOTENCY_TTL_S,
-        ],
-    )
+    args: list[Any] = [
+        now,
+        settings.rate_limit_window_s * 1000,
+        settings.rate_limit_max,
+        job.id,
+        job.to_json(),
+        status_record(job, JobStatus.QUEUED, now),
+        settings.job_ttl_s,
+        keys.METRICS_TTL_S,
+        keys.SUBMITTED,
+        keys.RATE_LIMIT_BLOCKED,
+        print_,
+        dumps({"jobId": job.id, "fingerprint": print_}),
+        IDEMPOTENCY_TTL_S,
+        "0",
+    ]
+    try:
+        reply = _SUBMIT(client, script_keys, args)
+    except UpstashError:
+        # The answer was lost, or never came: the job may be stored. Resend once, saying so;
+        # the script then answers the stored job instead of storing a second one.
+        args[-1] = "1"
+        reply = _SUBMIT(client, script_keys, args)
     return _outcome(reply)
 
 
-def _new_job(principal: Principal, payload: dict[str, Any], now: int) -> Job:
+def _valid_for_s(payload: dict[str, Any], settings: Settings) -> int | None:
+    """The request's `validForSeconds`, else `JOB_VALID_FOR_S`, else no deadline."""
+    value = payload.get("validForSeconds")
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return settings.job_valid_for_s
+
+
+def _new_job(
+    principal: Principal, payload: dict[str, Any], now: int, valid_for_s: int | None
+) -> Job:
     return Job(
         id=new_job_id(),
         payload=payload,
         user_id=principal.user_id,
         public_key=principal.public_key,
-        attempts=0,
         created_at=now,
         enqueued_at=now,
         queue=keys.REQUEST_QUEUE,
+        expires_at=None if valid_for_s is None else now + valid_for_s * 1000,
     )
 
 
@@ -231,10 +245,10 @@ def _redacted(value: Any) -> Any:
     return value
 
 
-# Every status a job can have, cancellation's and expiry's included (`core.models.STATUSES`,
-# kept here too so that a cold import does not build the pydantic models).
-STATUSES = ("queued", "processing", "retrying", "succeeded", "dead", "cancelled", "expired")
-TERMINAL = frozenset({"succeeded", "dead", "cancelled", "expired"})
+# Every status a job can have (the same list as `core.models.STATUSES`, which a cold import
+# does not load).
+STATUSES = tuple(str(s) for s in JobStatus)
+TERMINAL = frozenset(str(s) for s in FINAL_STATUSES)
 MAX_WAIT_S = 5  # inside the status Lambda's 10 s, with room for a slow last read
 
 

@@ -15,12 +15,11 @@
 
   Transactions go through `/multi-exec`; `PUBLISH` works; subscriptions do not (Upstash
   serves them as Server-Sent Events, which this gateway does not implement).
-- `ReadOnlyPolicy`: the read-only token may run what the server flags `readonly` (plus PING,
-  ECHO, TIME, SCRIPT EXISTS), never KEYS or SCAN; everything else gets Upstash's `NOPERM`.
+- The read-only token: see `devstack.read_only`.
 - Scripts: see `devstack.scripts` (the `allow-key-locking` flag and SHA bookkeeping).
 
-Not emulated: Upstash leniencies such as `ZRANGE ... LIMIT` without BYSCORE/BYLEX or
-`UNLINK` with no key; Valkey's stricter answer comes back as the error.
+Upstash's leniencies and Redis 8.2 commands are emulated in `devstack.emulation`. Not
+emulated: `UNLINK` with no key (the SDK refuses it client-side); Valkey's answer comes back.
 """
 
 from __future__ import annotations
@@ -29,8 +28,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote_plus, unquote_to_bytes
-
-from devstack.backend import Backend, BackendError
 
 Args = list[bytes]
 
@@ -196,59 +193,3 @@ def _has_block_option(args: Sequence[bytes]) -> bool:
 
 def subcommand(args: Sequence[bytes]) -> str:
     return args[1].decode("utf-8", errors="replace").upper() if len(args) > 1 else ""
-
-
-# -- read-only token ------------------------------------------------------------------------
-
-_READ_ONLY_EXTRA = frozenset({"PING", "ECHO", "TIME", "SCRIPT|EXISTS"})
-_READ_ONLY_DENIED = frozenset({"KEYS", "SCAN"})
-
-
-class ReadOnlyPolicy:
-    """Which commands the read-only token may run, from the server's own `COMMAND` flags.
-
-    The command table is read once, on the first read-only request, and cached.
-    """
-
-    def __init__(self) -> None:
-        self._readonly: frozenset[str] | None = None
-        self._containers: frozenset[str] = frozenset()
-
-    async def denial(self, args: Sequence[bytes], backend: Backend) -> str | None:
-        """Upstash's NOPERM text when the read-only token may not run `args`, else None."""
-        if self._readonly is None:
-            await self._load(backend)
-        assert self._readonly is not None
-        name = command_name(args)
-        if name in self._containers and len(args) > 1:
-            name = f"{name}|{subcommand(args)}"
-        if name in _READ_ONLY_DENIED or (
-            name not in self._readonly and name not in _READ_ONLY_EXTRA
-        ):
-            shown = command_name(args).lower()
-            return (
-                f"NOPERM this user has no permissions to run the '{shown}' "
-                "command or its subcommand"
-            )
-        return None
-
-    async def _load(self, backend: Backend) -> None:
-        table = await backend.execute([b"COMMAND"])
-        if isinstance(table, BackendError):
-            raise table
-        readonly: set[str] = set()
-        containers: set[str] = set()
-        for entry in table:
-            name = entry[0].decode().upper()
-            if _flagged_readonly(entry):
-                readonly.add(name)
-            for sub in entry[9] if len(entry) > 9 else []:
-                containers.add(name)
-                if _flagged_readonly(sub):
-                    readonly.add(sub[0].decode().upper())
-        self._readonly, self._containers = frozenset(readonly), frozenset(containers)
-
-
-def _flagged_readonly(entry: list[Any]) -> bool:
-    flags = {bytes(f).lower() for f in entry[2]}
-    return b"readonly" in flags and b"write" not in flags

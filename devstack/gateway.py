@@ -8,7 +8,7 @@ What it serves (UPSTASH_REST.md §15 is the checklist; choices where Upstash is 
 - Auth by `Authorization: Bearer <token>` or `?_token=<token>`. A missing or wrong token is
   `401 {"error": "Unauthorized"}` (the text SDK users saw from Upstash; the docs also show
   `WRONGPASS ...`, clients only rely on 401 + `error`). An optional read-only token runs
-  reads only; anything else is `400 {"error": "NOPERM ..."}`.
+  reads only; anything else is `400 {"error": "NOPERM ..."}` (`devstack.read_only`).
 - `200 {"result": ...}`; a command error is `400 {"error": "<server text>"}`; in a
   pipeline or transaction each failed entry is `{"error": ...}` without `result`, still 200.
   A transaction that fails when queued (or holds a refused command) is one 400 error.
@@ -45,13 +45,13 @@ from starlette.types import Receive, Scope, Send
 
 from devstack.backend import Backend, BackendUnavailable, QueueError, Reply
 from devstack.commands import (
-    ReadOnlyPolicy,
     RequestError,
     parse_command,
     parse_pipeline,
     path_command,
     refusal,
 )
+from devstack.read_only import ReadOnlyAccess
 from devstack.resp import encode_entry
 from devstack.scripts import Prepared, Scripts
 from devstack.server import GatewayServer
@@ -82,6 +82,7 @@ class Gateway:
         token: str,
         read_only_token: str | None,
         max_request_bytes: int,
+        read_only: ReadOnlyAccess,
     ) -> None:
         self.backend = backend
         self._tokens = {token.encode(): "full"}
@@ -89,9 +90,13 @@ class Gateway:
             self._tokens[read_only_token.encode()] = "read"
         self._max_request_bytes = max_request_bytes
         self._scripts = Scripts()
-        self._read_only = ReadOnlyPolicy()
+        self._read_only = read_only
         self._epoch = secrets.token_hex(4)
         self._serial = itertools.count(1)
+
+    async def close(self) -> None:
+        await self._read_only.close()
+        await self.backend.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # A plain ASGI endpoint, so Starlette routes every method here and the 405 is ours.
@@ -167,15 +172,20 @@ class Gateway:
         """Why `args` may not run, or None."""
         reason = refusal(args)
         if reason is None and role == "read":
-            reason = await self._read_only.denial(args, self.backend)
+            reason = await self._read_only.denial(args)
         return reason
+
+    async def _backend(self, role: str) -> Backend:
+        """The read-only token's commands run as a server user that can only read."""
+        return await self._read_only.backend() if role == "read" else self.backend
 
     async def _single(self, args: list[bytes], role: str, base64: bool) -> Response:
         reason = await self._check(args, role)
         if reason is not None:
             raise Reject(400, reason)
         prepared = self._scripts.prepare(args)
-        entry = encode_entry(prepared.finish(await self.backend.execute(prepared.args)), base64)
+        backend = await self._backend(role)
+        entry = encode_entry(prepared.finish(await backend.execute(prepared.args)), base64)
         return JSONResponse(entry, status_code=400 if "error" in entry else 200)
 
     async def _pipeline(
@@ -191,7 +201,8 @@ class Gateway:
                 entries.append(None)
                 forwarded.append((index, self._scripts.prepare(args)))
         if forwarded:
-            replies = await self.backend.pipeline([p.args for _, p in forwarded])
+            backend = await self._backend(role)
+            replies = await backend.pipeline([p.args for _, p in forwarded])
             for (index, prepared), reply in zip(forwarded, replies, strict=True):
                 entries[index] = encode_entry(prepared.finish(reply), base64)
         return [e for e in entries if e is not None]
@@ -207,7 +218,8 @@ class Gateway:
             return []
         prepared = [self._scripts.prepare(args) for args in commands]
         try:
-            replies: list[Reply] = await self.backend.transaction([p.args for p in prepared])
+            backend = await self._backend(role)
+            replies: list[Reply] = await backend.transaction([p.args for p in prepared])
         except QueueError as exc:
             raise Reject(400, str(exc)) from None
         return [encode_entry(p.finish(r), base64) for p, r in zip(prepared, replies, strict=True)]
@@ -235,14 +247,14 @@ def create_app(
     """The gateway for the server at `redis_url`, accepting `token` (and `read_only_token`)."""
     if not token:
         raise ValueError("the gateway needs a non-empty token")
-    gateway = Gateway(
-        Backend(redis_url, timeout_s=backend_timeout_s), token, read_only_token, max_request_bytes
-    )
+    backend = Backend(redis_url, timeout_s=backend_timeout_s)
+    read_only = ReadOnlyAccess(backend, redis_url, backend_timeout_s)
+    gateway = Gateway(backend, token, read_only_token, max_request_bytes, read_only)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         yield
-        await gateway.backend.close()
+        await gateway.close()
 
     app = Starlette(routes=[Route("/{path:path}", gateway)], lifespan=lifespan)
     app.state.gateway = gateway

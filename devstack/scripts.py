@@ -1,9 +1,12 @@
 """Lua scripts between what clients send and what Valkey accepts.
 
 The Upstash-only `allow-key-locking` flag is stripped from `#!lua flags=...` shebangs
-(EVAL, EVAL_RO, SCRIPT LOAD) and from `register_function` flag tables (FUNCTION LOAD),
-since Valkey rejects it; the first line keeps its place, so error line numbers still match
-the client's text. Clients address a script by the SHA1 of the text they sent, so
+(EVAL, EVAL_RO, SCRIPT LOAD), since Valkey rejects it, and enforced instead: such a script
+runs behind `devstack.key_locking.guard`, which refuses keys outside KEYS as Upstash does.
+In FUNCTION LOAD libraries the flag is only stripped from `register_function` flag tables
+(accepted, not enforced). Lua errors still name the line of the client's text (a failing
+redis.call in a guarded script names its first code line, where the guard made the call).
+Clients address a script by the SHA1 of the text they sent, so
 `Scripts` maps that SHA to the stripped script's SHA for EVALSHA, EVALSHA_RO and
 SCRIPT EXISTS, answers SCRIPT LOAD with the original SHA, names the original SHA in
 error texts (Redis 7 quotes the running script's SHA; Valkey 9 does not), and rewrites
@@ -22,6 +25,9 @@ from dataclasses import dataclass
 
 from devstack.backend import BackendError, Reply
 from devstack.commands import Args, command_name, subcommand
+from devstack.emulation import emulate
+from devstack.key_locking import guard, upstash_error
+from devstack.read_only import upstash_acl_error
 
 UPSTASH_NOSCRIPT = "NOSCRIPT No matching script. Please use EVAL."
 _KEY_LOCKING = b"allow-key-locking"
@@ -50,6 +56,16 @@ def strip_script_flag(script: bytes) -> bytes:
         kept.append(word)
     ending = b"\r" if first.endswith(b"\r") else b""
     return b" ".join(kept) + ending + newline + rest
+
+
+def server_script(script: bytes) -> bytes:
+    """What Valkey runs for a client's script: unchanged, or stripped of the flag and guarded."""
+    stripped = strip_script_flag(script)
+    if stripped is script:
+        return script
+    shebang, _newline, body = stripped.partition(b"\n")
+    can_write = not any(b"no-writes" in _flags(w) for w in shebang.rstrip(b"\r").split(b" "))
+    return shebang + b"\n" + guard(body, can_write)
 
 
 def _flags(word: bytes) -> list[bytes]:
@@ -81,7 +97,11 @@ class Scripts:
         self._to_client: dict[str, str] = {}  # the reverse, for error texts
 
     def prepare(self, args: Args) -> Prepared:
-        """Rewrite script commands; any other command passes unchanged."""
+        """Rewrite script commands and emulated ones; any other command passes unchanged."""
+        emulated = emulate(args)
+        if emulated is not None:
+            sent, finish = emulated
+            return Prepared(sent, lambda reply: finish(self._fix_error(reply)))
         name = command_name(args)
         sub = subcommand(args)
         if name in ("EVAL", "EVAL_RO") and len(args) > 1:
@@ -102,12 +122,12 @@ class Scripts:
         return Prepared(args, self._fix_error)
 
     def _register(self, script: bytes) -> bytes:
-        stripped = strip_script_flag(script)
-        if stripped is not script:
-            original, server = sha1_hex(script), sha1_hex(stripped)
+        server_text = server_script(script)
+        if server_text is not script:
+            original, server = sha1_hex(script), sha1_hex(server_text)
             self._to_server[original] = server
             self._to_client[server] = original
-        return stripped
+        return server_text
 
     def _server_sha(self, sha: bytes) -> bytes:
         text = sha.decode("ascii", errors="replace").lower()
@@ -116,7 +136,7 @@ class Scripts:
     def _fix_error(self, reply: Reply) -> Reply:
         if not _is_error(reply):
             return reply
-        text = str(reply)
+        text = upstash_acl_error(upstash_error(str(reply)))
         if text.startswith("NOSCRIPT"):
             return BackendError(UPSTASH_NOSCRIPT)
         for server, original in self._to_client.items():

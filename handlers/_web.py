@@ -79,6 +79,7 @@ ERRORS: dict[type[Exception], tuple[int, str]] = {
     errors.AuthError: (401, "unauthorized"),
     errors.ForbiddenError: (403, "forbidden"),
     errors.NotFoundError: (404, "not_found"),
+    errors.ConflictError: (409, "conflict"),
     errors.IdempotencyConflictError: (422, "idempotency_conflict"),
     errors.ValidationError: (422, "validation_error"),
     errors.RateLimitedError: (429, "rate_limited"),

@@ -1,4 +1,5 @@
-"""`GET /api/agent/rebalance/{jobId}[?wait=N&since=STATUS]`: a job's status, owner only.
+"""`GET /api/agent/rebalance/{jobId}[?wait=N&since=STATUS]`: a job's status, owner only;
+`DELETE` on the same path cancels it (a `queued` or `retrying` job never starts).
 
 Without `wait` it is one read. With `wait` (1..5 s) it is a long poll for clients that watch
 a job live: the answer comes as soon as the status differs from `since` (default: the
@@ -12,8 +13,10 @@ from __future__ import annotations
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from core.keys import REQUEST_QUEUE
+from core.queue import QueuePolicy, cancel
 from core.rate_limit import ReadLimit
-from core.submit import parse_watch, watch_status
+from core.submit import parse_watch, public_view, watch_status
 from handlers import _web
 
 STATUS_PATH = "/api/agent/rebalance/{jobId}"
@@ -31,6 +34,19 @@ def status(call: _web.Call) -> Response:
     return JSONResponse(view)
 
 
-routes = [Route(STATUS_PATH, _web.endpoint(status), methods=["GET"], name="status")]
+def cancel_job(call: _web.Call) -> Response:
+    """Authenticate, then cancel in one round trip: 200 with the status body, 404, or 409."""
+    principal = call.principal()
+    job_id = call.request.path_params["jobId"]
+    call.request.state.job_id = job_id[:64]
+    policy = QueuePolicy.from_settings(call.settings)
+    view = cancel(call.client, REQUEST_QUEUE, principal.user_id, job_id, policy)
+    return JSONResponse(public_view(view))  # a retrying job's lastError: redacted here too
+
+
+routes = [
+    Route(STATUS_PATH, _web.endpoint(status), methods=["GET"], name="status"),
+    Route(STATUS_PATH, _web.endpoint(cancel_job), methods=["DELETE"], name="cancel"),
+]
 app = _web.create_app(routes)
 handler = _web.create_handler(app)

@@ -8,6 +8,8 @@
 -- ARGV[6] status record JSON   ARGV[7] status record TTL (s)   ARGV[8] counter TTL (s)
 -- ARGV[9] name of the submitted counter   ARGV[10] name of the blocked counter
 -- ARGV[11] body fingerprint   ARGV[12] idempotency record JSON   ARGV[13] its TTL (s)
+-- ARGV[14] '1' when this call resends one whose answer was lost: the job id is the same, so
+--          a stored status record means the first call landed (no extra command otherwise)
 -- Returns {'accepted', job id} | {'replay', original job id} | {'conflict', ''}
 --       | {'limited', wait_ms}
 local now_ms, window_ms, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -21,6 +23,10 @@ if idem_key then
     if record.fingerprint ~= ARGV[11] then return {'conflict', ''} end
     return {'replay', record.jobId}
   end
+end
+
+if ARGV[14] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then
+  return {'replay', ARGV[4]}
 end
 
 local allowed, wait_ms, kept = rate_limit_check(KEYS[1], now_ms, window_ms, limit)

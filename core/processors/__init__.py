@@ -15,6 +15,7 @@ import inspect
 import time
 import traceback
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
 from typing import Any
 
 from core.errors import ConfigError, PermanentJobError
@@ -42,20 +43,24 @@ def load_processor(spec: str) -> Processor:
 
 
 async def run_job(
-    processor: Processor, job: Job, policy: QueuePolicy, timeout_s: float | None = None
+    processor: Processor,
+    job: Job,
+    policy: QueuePolicy,
+    timeout_s: float | None = None,
+    *,
+    executor: Executor | None = None,
 ) -> Outcome:
     """Run one job and classify how it ended; never raises (but re-raises cancellation).
 
+    A sync processor runs in `executor` (the drain's own threads; default: asyncio's).
     `timeout_s=None` leaves the deadline to the caller (the drain times a whole batch)."""
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(timeout_s):
-            if inspect.iscoroutinefunction(processor):
-                value = await processor(job)
-            else:
-                value = await asyncio.to_thread(processor, job)
-                if inspect.isawaitable(value):
-                    value = await value
+        if timeout_s is None:
+            value = await _call(processor, job, executor)
+        else:
+            async with asyncio.timeout(timeout_s):
+                value = await _call(processor, job, executor)
     except PermanentJobError as exc:
         return _failed(job, "dead", exc, started)
     except TimeoutError as exc:
@@ -67,6 +72,15 @@ async def run_job(
         kind = _retry_or_dead(job, policy)
         return Outcome(job, kind, ms, error="processor asked to try again later")
     return Outcome(job, "ok", ms, result=decode_result(value))
+
+
+async def _call(processor: Processor, job: Job, executor: Executor | None) -> Any:
+    if inspect.iscoroutinefunction(processor):
+        return await processor(job)
+    value = await asyncio.get_running_loop().run_in_executor(executor, processor, job)
+    if inspect.isawaitable(value):
+        value = await value
+    return value
 
 
 def timed_out(

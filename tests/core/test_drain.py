@@ -253,7 +253,7 @@ def test_handler_fails_fast_on_a_bad_processor(
 
 
 def test_a_processor_may_read_the_job_as_a_dict(rest: RestClient, backend: valkey.Valkey) -> None:
-    """`job["payload"]`, `dict(job)` and attribute access all see the same five fields."""
+    """`job["payload"]`, `dict(job)` and attribute access all see the same six fields."""
     job_id = queue.enqueue(Q, {"targets": {"ETH": 1}}, user_id="u7", public_key="pk7", client=rest)
     seen: list[dict[str, Any]] = []
     run(rest, lambda job: seen.append(dict(job)) or job["payload"]["targets"], QueuePolicy())
@@ -264,32 +264,34 @@ def test_a_processor_may_read_the_job_as_a_dict(rest: RestClient, backend: valke
             "public_key": "pk7",
             "payload": {"targets": {"ETH": 1}},
             "attempts": 1,
+            "idempotency_key": job_id,
         }
     ]
     assert status_of(backend, job_id)["result"] == {"ETH": 1}
 
 
-def test_a_batch_claimed_ahead_that_no_longer_fits_is_released(
+def test_a_batch_that_no_longer_fits_the_budget_is_released(
     rest: RestClient, backend: valkey.Valkey
 ) -> None:
-    """The next batch is claimed while one runs; if time is up by then, it goes back as is."""
+    """Jobs not started when the budget ends go back as they were, their delivery unspent."""
     for i in range(4):
         queue.enqueue(Q, {"i": i}, client=rest)
     out_of_time = threading.Event()
 
-    def last_job(job: Job) -> None:
-        out_of_time.set()  # the budget ends while this batch is being processed
+    def first_job(job: Job) -> None:
+        out_of_time.set()  # the budget ends while the first job runs
 
-    options = DrainOptions(**{**FAST.__dict__, "batch_size": 2, "safety_margin_ms": 0})
     summary = drain(
         rest,
-        last_job,
+        first_job,
         lambda: 0 if out_of_time.is_set() else 60_000,
         policy=QueuePolicy(),
-        options=options,
+        options=DrainOptions(
+            **{**FAST.__dict__, "batch_size": 4, "concurrency": 1, "safety_margin_ms": 0}
+        ),
     )
-    assert (summary.claimed, summary.succeeded, summary.released) == (4, 2, 2)
+    assert (summary.claimed, summary.succeeded, summary.released) == (4, 1, 3)
     assert summary.stopReason == "deadline"
     again = queue.claim(rest, Q, 10, QueuePolicy()).jobs
-    assert sorted(job.payload["i"] for job in again) == [2, 3]
+    assert sorted(job.payload["i"] for job in again) == [1, 2, 3]
     assert {job.attempts for job in again} == {1}

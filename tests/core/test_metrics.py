@@ -335,7 +335,8 @@ def test_summary_counts_what_submit_and_drain_recorded(
         client,
         processor,
         lambda: int((ends - time.monotonic()) * 1000),
-        policy=QueuePolicy(retry_base_ms=60_000, retry_max_ms=60_000),
+        # One wallet: serialized, its later jobs would wait behind the retry.
+        policy=QueuePolicy(retry_base_ms=60_000, retry_max_ms=60_000, serialize_field=""),
         options=DrainOptions(safety_margin_ms=0, idle_exit_ms=50, poll_interval_ms=10),
     )
     summary = metrics.get_metrics_summary(1, client=client)
@@ -356,5 +357,7 @@ def test_summary_counts_what_submit_and_drain_recorded(
         keys.FAILED: 2,
         keys.RETRIED: 1,
         keys.DEAD: 1,
+        keys.CANCELLED: 0,
+        keys.EXPIRED: 0,
         keys.RATE_LIMIT_BLOCKED: 1,
     }

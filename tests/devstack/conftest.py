@@ -3,10 +3,18 @@
 Everything goes to the session's real gateway and real Valkey (`stack`, `backend` from the
 root conftest); a second gateway with a small request cap and a read-only token covers the
 options a shared gateway cannot change.
+
+Contract run: with `UPSTASH_CONTRACT_URL` and `UPSTASH_CONTRACT_TOKEN` set, every test that
+talks only through the SDK fixtures (`redis`, `aredis`) also runs against that real Upstash
+database, so the emulator's claims can be checked. That database is FLUSHED before each
+test: use a scratch one. Tests that read the backing server directly, or are marked
+`gateway_only`, run against the gateway alone.
 """
 
 from __future__ import annotations
 
+import inspect
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +32,38 @@ if TYPE_CHECKING:  # the root conftest is imported by pytest, not as a package
 
 READ_ONLY_TOKEN = "read-only-test-token"
 SMALL_CAP = 4096
+CONTRACT_URL = os.environ.get("UPSTASH_CONTRACT_URL", "")
+CONTRACT_TOKEN = os.environ.get("UPSTASH_CONTRACT_TOKEN", "")
+CONTRACT = bool(CONTRACT_URL and CONTRACT_TOKEN)
+TARGETS = ["gateway", "upstash"] if CONTRACT else ["gateway"]
+# Fixtures a test may ask for that reach past the SDK into the local stack: such tests are
+# gateway-only (only the test's own arguments count: the SDK fixtures build on `stack` too).
+_LOCAL_FIXTURES = frozenset(
+    {"backend", "raw_backend", "stack", "http", "small", "read_only", "valkey_server"}
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run only SDK-only tests against the contract database."""
+    kept, dropped = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        function = getattr(item, "function", None)
+        asked = inspect.signature(function).parameters if function else {}
+        local = _LOCAL_FIXTURES & set(asked)
+        if params.get("target") == "upstash" and (local or item.get_closest_marker("gateway_only")):
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+@pytest.fixture(params=TARGETS)
+def target(request: pytest.FixtureRequest) -> str:
+    """Where the SDK fixtures point: the local gateway, and a real Upstash when configured."""
+    return request.param
 
 
 @pytest.fixture(params=["base64", None], ids=["base64", "plain"])
@@ -32,13 +72,21 @@ def encoding(request: pytest.FixtureRequest) -> str | None:
     return request.param
 
 
+def _endpoint(target: str, stack: Stack) -> tuple[str, str]:
+    return (CONTRACT_URL, CONTRACT_TOKEN) if target == "upstash" else (stack.url, stack.token)
+
+
 @pytest.fixture(scope="session")
-def sdk_clients(stack: Stack) -> Iterator[dict[str | None, Redis]]:
-    """One sync SDK client per encoding for the session (each costs ~80 ms to build)."""
+def sdk_clients(stack: Stack) -> Iterator[dict[tuple[str, str | None], Redis]]:
+    """One sync SDK client per target and encoding for the session (~80 ms each to build)."""
     clients = {
-        encoding: Redis(
-            stack.url, stack.token, rest_encoding=encoding, rest_retries=0, allow_telemetry=False
+        (target, encoding): Redis(
+            *_endpoint(target, stack),
+            rest_encoding=encoding,
+            rest_retries=0,
+            allow_telemetry=False,
         )
+        for target in TARGETS
         for encoding in ("base64", None)
     }
     yield clients
@@ -48,20 +96,32 @@ def sdk_clients(stack: Stack) -> Iterator[dict[str | None, Redis]]:
 
 @pytest.fixture
 def redis(
-    sdk_clients: dict[str | None, Redis], backend: valkey.Valkey, encoding: str | None
+    sdk_clients: dict[tuple[str, str | None], Redis],
+    target: str,
+    encoding: str | None,
+    request: pytest.FixtureRequest,
 ) -> Redis:
-    """The sync SDK against the gateway, on a flushed database."""
-    return sdk_clients[encoding]
+    """The sync SDK against the gateway (or the contract database), on a flushed database."""
+    client = sdk_clients[(target, encoding)]
+    if target == "gateway":
+        request.getfixturevalue("backend")  # flushes the backing server
+    else:
+        client.flushall()
+    return client
 
 
 @pytest.fixture
 async def aredis(
-    stack: Stack, backend: valkey.Valkey, encoding: str | None
+    stack: Stack, target: str, encoding: str | None, request: pytest.FixtureRequest
 ) -> AsyncIterator[AsyncRedis]:
-    """The async SDK against the gateway, on a flushed database."""
+    """The async SDK against the gateway (or the contract database), on a flushed database."""
     client = AsyncRedis(
-        stack.url, stack.token, rest_encoding=encoding, rest_retries=0, allow_telemetry=False
+        *_endpoint(target, stack), rest_encoding=encoding, rest_retries=0, allow_telemetry=False
     )
+    if target == "gateway":
+        request.getfixturevalue("backend")
+    else:
+        await client.flushall()
     yield client
     await client.close()
 

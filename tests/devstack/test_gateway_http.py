@@ -578,11 +578,19 @@ def test_evalsha_unknown_sha_has_upstash_text(http: Http) -> None:
 
 
 def test_stripping_the_flag_keeps_line_numbers(http: Http) -> None:
-    """Errors in a flagged script point at the line the client wrote."""
-    script = "#!lua flags=allow-key-locking\n\nreturn redis.call('NOSUCH')"
+    """Lua errors in a flagged script point at the line the client wrote."""
+    script = "#!lua flags=allow-key-locking\n\nreturn no_such_global"
+    error = http.post(["EVAL", script, "0"]).json()["error"]
+    assert error.startswith("ERR user_script:3: Script attempted to access nonexistent global")
+    assert "@user_script:3" in error
+
+
+def test_failing_calls_in_a_flagged_script_name_its_first_line(http: Http) -> None:
+    """A failing redis.call is reported on the first code line: the key guard made the call."""
+    script = "#!lua flags=allow-key-locking\nlocal x = 1\nreturn redis.call('NOSUCH')"
     error = http.post(["EVAL", script, "0"]).json()["error"]
     assert error.startswith("ERR Unknown command called from script")
-    assert "@user_script:3" in error
+    assert "@user_script:2" in error
 
 
 def test_function_load_with_allow_key_locking(http: Http) -> None:
@@ -677,6 +685,46 @@ def test_read_only_token_in_batches(read_only: Http, backend: valkey.Valkey) -> 
     assert tx.status_code == 400
     assert backend.get("k") == "v"
     assert backend.exists("n") == 0
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["EVAL_RO", "return redis.call('KEYS', '*')", "0"],
+        ["EVAL_RO", "return redis.pcall('SCAN', '0')", "0"],
+        ["EVAL_RO", "return redis.call('SET', 'k', 'x')", "0"],
+        ["FCALL_RO", "list_keys", "0"],
+    ],
+    ids=["EVAL_RO-KEYS", "EVAL_RO-pcall-SCAN", "EVAL_RO-SET", "FCALL_RO-KEYS"],
+)
+def test_read_only_token_cannot_reach_forbidden_commands_from_scripts(
+    read_only: Http, small: Http, backend: valkey.Valkey, command: list[str]
+) -> None:
+    """KEYS, SCAN and writes stay out of reach from inside read-only scripts and functions."""
+    library = (
+        "#!lua name=ro_test\nredis.register_function{function_name='list_keys', "
+        "callback=function() return redis.call('KEYS', '*') end, flags={'no-writes'}}"
+    )
+    assert small.post(["FUNCTION", "LOAD", "REPLACE", library]).status_code == 200
+    backend.set("k", "v")
+    response = read_only.post(command)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert "no permissions to run the" in error or "Write commands are not allowed" in error
+    assert "k" not in str(response.json().get("result"))
+    assert backend.get("k") == "v"
+    # The full token's scripts keep every command.
+    assert small.post(["EVAL_RO", "return redis.call('KEYS', '*')", "0"]).json() == {
+        "result": ["k"]
+    }
+
+
+def test_read_only_scripts_get_upstash_noperm_text(read_only: Http, backend: valkey.Valkey) -> None:
+    """A refused call inside a script reads like Upstash's NOPERM, naming the command."""
+    response = read_only.post(["EVAL_RO", "return redis.call('KEYS', '*')", "0"])
+    assert response.json() == {
+        "error": "NOPERM this user has no permissions to run the 'keys' command or its subcommand"
+    }
 
 
 def test_full_token_still_writes_on_the_read_only_gateway(small: Http) -> None:

@@ -251,6 +251,62 @@ def test_allow_key_locking_with_other_flags(redis: Redis) -> None:
         redis.eval(write, keys=["ro"])
 
 
+DYNAMIC_KEY_ERROR = (
+    "ERR Dynamic keys are not allowed in Lua scripts when 'allow-key-locking' flag is set. "
+    "Key was: {key}"
+)
+# Writes both declared keys, then touches one it did not declare.
+DYNAMIC_SCRIPT = (
+    "#!lua flags=allow-key-locking\n"
+    "redis.call('SET', KEYS[1], 'changed')\n"
+    "redis.call('INCR', KEYS[2])\n"
+    "return redis.call('GET', ARGV[1])"
+)
+
+
+def test_key_locking_refuses_undeclared_keys(redis: Redis, backend: valkey.Valkey) -> None:
+    """A flagged script touching a key outside KEYS fails with Upstash's text, changing nothing."""
+    backend.set("declared", "original", ex=100)
+    backend.set("undeclared", "x")
+    with pytest.raises(UpstashError) as raised:
+        redis.eval(DYNAMIC_SCRIPT, keys=["declared", "counter"], args=["undeclared"])
+    assert str(raised.value) == DYNAMIC_KEY_ERROR.format(key="undeclared")
+    assert backend.get("declared") == "original"
+    assert 90 < backend.ttl("declared") <= 100
+    assert backend.exists("counter") == 0
+
+
+def test_key_locking_through_evalsha_and_in_batches(redis: Redis, backend: valkey.Valkey) -> None:
+    """EVALSHA of a flagged script is guarded too, also inside pipelines and transactions."""
+    sha = redis.script_load(DYNAMIC_SCRIPT)
+    assert sha == sha1(DYNAMIC_SCRIPT)
+    with pytest.raises(UpstashError, match="Key was: elsewhere"):
+        redis.evalsha(sha, keys=["a", "b"], args=["elsewhere"])
+    pipe = redis.pipeline()
+    pipe.evalsha(sha, keys=["a", "b"], args=["a"])  # only declared keys: runs
+    assert pipe.exec() == ["changed"]
+    tx = redis.multi()
+    tx.evalsha(sha, keys=["a", "b"], args=["elsewhere"])
+    with pytest.raises(UpstashError, match="Dynamic keys are not allowed"):
+        tx.exec()
+    assert backend.get("b") == "1"
+
+
+def test_key_locking_applies_to_every_key_of_a_command(redis: Redis) -> None:
+    """Multi-key commands are checked key by key, with the server's own key specs."""
+    script = "#!lua flags=allow-key-locking\nreturn redis.call('MSET', KEYS[1], 'v', ARGV[1], 'w')"
+    assert redis.eval(script, keys=["m1"], args=["m1"]) == "OK"
+    with pytest.raises(UpstashError, match=r"Key was: m2$"):
+        redis.eval(script, keys=["m1"], args=["m2"])
+    assert redis.eval("return redis.call('GET', 'm2')") is None
+
+
+def test_scripts_without_the_flag_may_touch_any_key(redis: Redis) -> None:
+    """Only flagged scripts are restricted."""
+    redis.set("free", "yes")
+    assert redis.eval("return redis.call('GET', 'free')") == "yes"
+
+
 def test_evalsha_unknown_script(redis: Redis) -> None:
     """An unknown SHA gets Upstash's NOSCRIPT text."""
     with pytest.raises(UpstashError, match=r"^NOSCRIPT No matching script\. Please use EVAL\.$"):

@@ -19,7 +19,7 @@ from handlers import _web, metrics, status, submit
 from handlers.openapi import build_openapi
 from tests.handlers.helpers import token
 
-EXAMPLES = 100  # per operation and mode: 6 x 100 = 600 requests, ~15 s
+EXAMPLES = 100  # per operation and mode: 7 x 100 = 700 requests, ~15 s
 
 
 @pytest.fixture
@@ -42,12 +42,13 @@ def _headers(operation_id: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token('fuzzer', scope='metrics:read')}"}
 
 
-# Status and Prometheus take no input beyond the (fixed) credentials and a free-form path
+# Status, cancel and Prometheus take no input beyond the (fixed) credentials and a free-form path
 # segment, so there is nothing to make invalid: they are fuzzed with valid inputs only.
 CASES = [
     ("submitRebalance", "positive"),
     ("submitRebalance", "negative"),
     ("getRebalanceStatus", "positive"),
+    ("cancelRebalance", "positive"),
     ("getRebalanceMetrics", "positive"),
     ("getRebalanceMetrics", "negative"),
     ("getRebalancePrometheus", "positive"),
