@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
-.PHONY: install dev test lint bench package clean tools
+.PHONY: install dev test lint bench package clean tools openapi
 
 install: $(STAMP) node_modules/.installed
 
@@ -38,6 +38,10 @@ lint: install
 
 test: install tools lint
 	$(BIN)/python -m pytest
+
+# openapi.json is generated from the pydantic models (core/models.py): rerun after changing them.
+openapi: install
+	$(BIN)/python -m handlers.openapi > openapi.json
 
 bench: install
 	$(BIN)/python -m bench

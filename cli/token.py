@@ -1,7 +1,10 @@
-"""`rebalance token --sub ID --public-key KEY [--ttl S]`: mint a development JWT (HS256).
+"""`rebalance token --sub ID --public-key KEY [--ttl S] [--scope S]...`: mint a dev JWT (HS256).
 
 The secret comes from `AUTH_JWT_SECRET`, the same variable the API verifies with, so a
-token minted here works against `make dev` and the tests' stack. Prints the token alone.
+token minted here works against `make dev` and the tests' stack. `--scope metrics:read`
+(repeatable) puts scopes in the `scope` claim: the metrics summary wants that one. The
+lifetime may not exceed `AUTH_MAX_TOKEN_TTL_S` (default 1 day), which the API enforces.
+Prints the token alone.
 """
 
 from __future__ import annotations
@@ -28,6 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help=f"seconds until the token expires (default {DEFAULT_TTL_S})",
     )
+    parser.add_argument(
+        "--scope",
+        action="append",
+        default=[],
+        metavar="S",
+        help="a scope for the token's `scope` claim (repeatable), e.g. metrics:read",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,19 +48,28 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(f"rebalance token: {problem}", file=sys.stderr)
         return 2
-    print(mint_token(args.sub, args.public_key, secret, args.ttl))
+    claims = {"scope": " ".join(args.scope)} if args.scope else {}
+    print(mint_token(args.sub, args.public_key, secret, args.ttl, **claims))
     return 0
 
 
 def _problem(args: argparse.Namespace, secret: str) -> str | None:
+    from core.errors import ConfigError
+    from core.settings import jwt_secret_problem
+
     if not secret:
         return "AUTH_JWT_SECRET is not set: export the secret the API verifies tokens with"
-    if len(secret.encode()) < 32:
-        return "AUTH_JWT_SECRET must be at least 32 bytes for HS256"
+    if problem := jwt_secret_problem(secret):
+        return str(ConfigError({"AUTH_JWT_SECRET": problem}))
     if not args.sub:
         return "--sub must not be empty"
     if not args.public_key:
         return "--public-key must not be empty"
     if args.ttl <= 0:
         return "--ttl must be a positive number of seconds"
+    max_ttl = os.environ.get("AUTH_MAX_TOKEN_TTL_S", "").strip() or str(24 * 3600)
+    if max_ttl.isdigit() and args.ttl > int(max_ttl):
+        return f"--ttl must be at most AUTH_MAX_TOKEN_TTL_S ({max_ttl} s): the API refuses longer"
+    if any(not scope or " " in scope for scope in args.scope):
+        return "--scope must be one non-empty word (repeat --scope for several)"
     return None

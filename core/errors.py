@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class RebalanceError(Exception):
     """Base of every error `core` raises on purpose."""
@@ -31,6 +33,10 @@ class AuthError(RebalanceError):
     """The bearer token is missing, malformed, forged or expired (`401`)."""
 
 
+class ForbiddenError(RebalanceError):
+    """A valid token without the right the route needs (`403`)."""
+
+
 class RateLimitedError(RebalanceError):
     """The user is over the sliding-window limit (`429`)."""
 
@@ -52,7 +58,15 @@ class ConflictError(RebalanceError):
 
 
 class ValidationError(RebalanceError):
-    """Well-formed input of the wrong shape (`422`)."""
+    """Well-formed input of the wrong shape (`422`).
+
+    `details`, when the request body is at fault: `[{"loc": [...], "msg": "..."}]`, one
+    entry per bad field (`loc` from the body's top).
+    """
+
+    def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.details = details
 
 
 class IdempotencyConflictError(ValidationError):

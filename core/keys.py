@@ -16,6 +16,7 @@ Layout (all keys start with `agent:rebalance:` or `metrics:agent:rebalance:`):
 | `agent:rebalance:job:<jobId>` | status record (JSON) | 24 h |
 | `agent:rebalance:idem:<user>:<sha256(key)>` | idempotency record (JSON) | 24 h |
 | `metrics:agent:rebalance:rate:<user>` | sliding-window log (packed timestamps) | the window |
+| `metrics:agent:rebalance:read-rate:<user>` | the same, for reads (status, metrics) | the window |
 | `metrics:agent:rebalance:counters:<YYYY-MM-DD>:<name>` | daily counter | 7 d |
 | `metrics:agent:rebalance:failed:<jobId>` | failure record (JSON) | 7 d |
 | `metrics:agent:rebalance:execution_times` | hash: log-bucket -> count, `sum_us` | ~1,300 fields |
@@ -116,6 +117,10 @@ def idempotency_key(user_id: str, key: str) -> str:
 
 def rate_key(user_id: str) -> str:
     return METRICS + "rate:" + escape(user_id)
+
+
+def read_rate_key(user_id: str) -> str:
+    return METRICS + "read-rate:" + escape(user_id)
 
 
 def day(ts_ms: int) -> str:

@@ -6,7 +6,8 @@
 Secrets never reach a line. Three nets, applied to the whole rendered line:
 - fields (at any depth) named like a credential (`token`, `secret`, `authorization`, ...)
   are masked;
-- bearer tokens and JWT-shaped strings are masked wherever they appear, free text included;
+- bearer tokens, JWT-shaped strings, URL passwords and credential-named query parameters
+  (`?api_key=...`) are masked wherever they appear, free text included;
 - the values of the secret settings (`UPSTASH_REDIS_REST_TOKEN`, `AUTH_JWT_SECRET`,
   `METRICS_SCRAPE_TOKEN`, `REBALANCE_WEBHOOK_SECRET`, the password in `REDIS_URL`), read from
   the environment at each line, and any value given to `register_secrets`, are replaced.
@@ -50,6 +51,13 @@ SECRET_VARIABLES = (
     "REBALANCE_WEBHOOK_SECRET",
 )
 _BEARER = re.compile(r"(?i)\b(bearer)(\s+|%20)[A-Za-z0-9._~+/=-]{12,}")
+# Credentials inside URLs, which error texts quote: the password of `scheme://user:pw@host`,
+# and query parameters named like a credential (`?api_key=...`, `&token=...`, `&sig=...`).
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@")
+_URL_PARAM = re.compile(
+    r"(?i)([?&;][\w.-]*(?:key|token|secret|password|passwd|signature|sig|auth|credential)"
+    r"[\w.-]*=)[^&#\s\"']+"
+)
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _MIN_SECRET = 4  # shorter values would mask ordinary words
 MASK = "***"
@@ -82,15 +90,17 @@ def redact(text: str) -> str:
         if escaped != secret and escaped in text:
             text = text.replace(escaped, MASK)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}@", text)
+    text = _URL_PARAM.sub(lambda m: f"{m.group(1)}{MASK}", text)
     return _JWT.sub(MASK, text)
 
 
-def _mask(value: Any) -> Any:
+def mask(value: Any) -> Any:
     """Mask credential-named fields in nested dicts and lists."""
     if isinstance(value, Mapping):
-        return {k: MASK if _is_secret_name(k) else _mask(v) for k, v in value.items()}
+        return {k: MASK if _is_secret_name(k) else mask(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_mask(v) for v in value]
+        return [mask(v) for v in value]
     return value
 
 
@@ -129,7 +139,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
-        return redact(json.dumps(_mask(data), default=str, ensure_ascii=False))
+        return redact(json.dumps(mask(data), default=str, ensure_ascii=False))
 
 
 def _in_lambda() -> bool:

@@ -14,8 +14,10 @@ Execution times are a log-bucket histogram (see `_metrics.lua`): field `i` count
 per day whatever the volume; the bucket midpoint is within 1% of every value in it, so
 p50/p95/p99 by nearest rank are within 1%, and the average is exact to the microsecond.
 
-Reads cost one round trip each: the summary and the Prometheus snapshot are single
-pipelines of read-only commands (safe to resend after a timeout).
+Reads cost one round trip each: the Prometheus snapshot is a single pipeline of read-only
+commands (safe to resend after a timeout); the summary is the same pipeline, or, for a
+user's request, one script that first counts the read against the user's read limit
+(`core.rate_limit.limited_read`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from core.errors import ValidationError
 from core.jobs import iso
 from core.log import redact
 from core.queue import depth_commands
-from core.rate_limit import RateLimit
+from core.rate_limit import RateLimit, ReadLimit, limited_read
 from core.redis import RedisClient, Script, get_client
 
 MAX_DAYS = 7
@@ -292,10 +294,15 @@ _SUMMARY_COUNTERS = TRACKED
 
 
 def get_metrics_summary(
-    days: int = MAX_DAYS, now_ms: int | None = None, *, client: RedisClient | None = None
+    days: int = MAX_DAYS,
+    now_ms: int | None = None,
+    *,
+    client: RedisClient | None = None,
+    limit: ReadLimit | None = None,
 ) -> dict[str, Any]:
     """Counters and execution times over the last `days` UTC days (today included), plus the
-    queue's gauges, in one round trip. Times are in milliseconds."""
+    queue's gauges, in one round trip. Times are in milliseconds. With `limit`, the read
+    counts against that user's read limit (`RateLimitedError` past it)."""
     if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_DAYS:
         raise ValidationError(f"days must be an integer from 1 to {MAX_DAYS}")
     now = _now_ms() if now_ms is None else now_ms
@@ -304,7 +311,7 @@ def get_metrics_summary(
     commands: list[list[str | int]] = [["MGET", *counter_keys]]
     commands += [["HGETALL", keys.exec_times_key(d)] for d in dates]
     commands += _GAUGE_COMMANDS
-    results = (client or get_client()).pipeline(commands)
+    results = limited_read(client or get_client(), limit, commands, now)
     counts = _sum_counters(results[0], len(_SUMMARY_COUNTERS))
     times = Histogram.merge(_hash(raw) for raw in results[1 : 1 + days])
     return _summary(days, now, counts, times, _gauges(results[1 + days :], now))

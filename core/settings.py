@@ -40,6 +40,13 @@ class Settings:
     auth_trust_authorizer: bool = False
     metrics_scrape_token: str = _secret()
 
+    # Security limits (SECURITY.md): token lifetime, JWKS cache, operator scope, read limits.
+    auth_max_token_ttl_s: int = 24 * 3600
+    auth_jwks_cache_s: int = 300
+    metrics_read_scope: str = "metrics:read"
+    read_rate_limit_max: int = 120
+    read_rate_limit_window_s: int = 60
+
     rate_limit_max: int = 10
     rate_limit_window_s: int = 60
     max_body_bytes: int = 16 * 1024
@@ -134,6 +141,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 
 _POSITIVE = (
     "upstash_timeout_ms",
+    "auth_max_token_ttl_s",
+    "auth_jwks_cache_s",
+    "read_rate_limit_max",
+    "read_rate_limit_window_s",
     "rate_limit_max",
     "rate_limit_window_s",
     "max_body_bytes",
@@ -177,7 +188,27 @@ def _check(v: dict[str, Any]) -> dict[str, str]:
         problems["JOB_VALID_FOR_S"] = "must be between 1 and 86400 seconds"
     if ":" not in v.get("rebalance_processor", "m:f"):
         problems["REBALANCE_PROCESSOR"] = "must look like module:function"
+    problems.update(_check_security(v))
     return problems
+
+
+def _check_security(v: dict[str, Any]) -> dict[str, str]:
+    problems: dict[str, str] = {}
+    if secret_problem := jwt_secret_problem(v.get("auth_jwt_secret", "")):
+        problems["AUTH_JWT_SECRET"] = secret_problem
+    if "metrics_read_scope" in v and not v["metrics_read_scope"].strip():
+        problems["METRICS_READ_SCOPE"] = "must not be empty"
+    return problems
+
+
+MIN_JWT_SECRET_BYTES = 32  # HS256's key should be as long as its hash (RFC 7518 3.2)
+
+
+def jwt_secret_problem(secret: str) -> str | None:
+    """Why `secret` cannot sign HS256 tokens, or None (an unset secret is not a problem)."""
+    if secret and len(secret.encode()) < MIN_JWT_SECRET_BYTES:
+        return f"must be at least {MIN_JWT_SECRET_BYTES} bytes for HS256"
+    return None
 
 
 def _check_connection(v: dict[str, Any]) -> dict[str, str]:

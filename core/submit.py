@@ -16,9 +16,13 @@ limited or an idempotent replay:
 Without a key an accepted submit bills at most 9 commands: EVALSHA, GET + SET of the rate
 log, LPUSH, ZADD, SET, INCRBY (+ EXPIRE on the day's first job), HINCRBY.
 
-`get_status` reads a job's record and its lease in one pipeline; unknown ids, malformed ids
-and other users' jobs are the same `NotFoundError`. `watch_status` is the long poll behind
-`?wait=N`: it reads again, with backoff, until the status moves or the wait is over.
+`get_status` reads a job's record and its lease in one round trip, counted against the
+user's read limit (`core.rate_limit.limited_read`) when one is given; unknown ids, malformed
+ids and other users' jobs are the same `NotFoundError`. `lastError` and `result` go through
+the log redaction (`core.log.redact`) and are bounded in size before a user sees them: a
+processor's exception text may quote a URL with a key in it. `watch_status` is the long
+poll behind `?wait=N`: it reads again, with backoff, until the status moves or the wait is
+over; each of its reads counts against the limit.
 """
 
 from __future__ import annotations
@@ -42,8 +46,9 @@ from core.errors import (
 )
 from core.jobs import FINAL_STATUSES, Job, JobStatus, dumps, new_job_id, status_view
 from core.jobs import now_ms as clock_ms
+from core.log import mask, redact
 from core.queue import status_record
-from core.rate_limit import retry_after_s
+from core.rate_limit import ReadLimit, limited_read, retry_after_s
 from core.redis import RedisClient, Script
 from core.settings import Settings
 
@@ -63,10 +68,13 @@ class Submission:
 
 
 def validate_payload(payload: Any) -> dict[str, Any]:
-    """The rebalance request must be a JSON object (`ValidationError` otherwise)."""
+    """The rebalance request, validated by `core.models.RebalanceRequest`, in its wire names
+    (`ValidationError` with one detail per bad field otherwise)."""
     if not isinstance(payload, dict):
         raise ValidationError("the body must be a JSON object")
-    return payload
+    from core.models import parse_request  # builds the validators: first request, not import
+
+    return parse_request(payload)
 
 
 def validate_idempotency_key(value: str | None) -> str | None:
@@ -180,16 +188,21 @@ def _outcome(reply: Any) -> Submission:
     raise UpstashError(f"unexpected reply from the submit script: {outcome[:40]!r}")
 
 
-def get_status(client: RedisClient, user_id: str, job_id: str) -> dict[str, Any]:
-    """The status view of `job_id` if `user_id` owns it (one round trip), else `NotFoundError`."""
+def get_status(
+    client: RedisClient, user_id: str, job_id: str, *, limit: ReadLimit | None = None
+) -> dict[str, Any]:
+    """The status view of `job_id` if `user_id` owns it (one round trip), else `NotFoundError`;
+    `RateLimitedError` when `limit` is spent."""
     if not keys.is_job_id(job_id):
         raise _not_found()  # nothing with that shape was ever stored: no lookup needed
-    raw_record, raw_leased, lease_ends = client.pipeline(
+    raw_record, raw_leased, lease_ends = limited_read(
+        client,
+        limit,
         [
             ["GET", keys.job_key(job_id)],
             ["HGET", keys.leased_key(keys.REQUEST_QUEUE), job_id],
             ["ZSCORE", keys.schedule_key(keys.REQUEST_QUEUE), job_id],
-        ]
+        ],
     )
     record = _json_object(raw_record)
     if record is None or record.get("user_id") != user_id or "id" not in record:
@@ -197,12 +210,44 @@ def get_status(client: RedisClient, user_id: str, job_id: str) -> dict[str, Any]
     leased = _json_object(raw_leased)
     if leased is not None and lease_ends is not None and float(lease_ends) < clock_ms():
         leased = None  # its consumer is gone: it waits for the next claim, as the record says
-    return status_view(record, leased)
+    return public_view(status_view(record, leased))
 
 
+MAX_ERROR_CHARS = 1000
+MAX_RESULT_BYTES = 4096
+
+
+def public_view(view: dict[str, Any]) -> dict[str, Any]:
+    """The view as its owner may see it: `lastError` and `result` redacted like the logs
+    (secrets, bearer tokens, JWTs, credential-named fields) and bounded in size."""
+    if isinstance(view.get("lastError"), str):
+        view["lastError"] = redact(view["lastError"])[:MAX_ERROR_CHARS]
+    if "result" in view:
+        result = _redacted(mask(view["result"]))
+        if len(dumps(result).encode()) > MAX_RESULT_BYTES:
+            del view["result"]
+            view["resultTruncated"] = True
+        else:
+            view["result"] = result
+    return view
+
+
+def _redacted(value: Any) -> Any:
+    """Every string inside `value` (keys too) through `redact`."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact(str(k)): _redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return value
+
+
+# Every status a job can have (the same list as `core.models.STATUSES`, which a cold import
+# does not load).
+STATUSES = tuple(str(s) for s in JobStatus)
 TERMINAL = frozenset(str(s) for s in FINAL_STATUSES)
 MAX_WAIT_S = 5  # inside the status Lambda's 10 s, with room for a slow last read
-_STATUSES = tuple(str(s) for s in JobStatus)
 
 
 def parse_watch(wait: str | None, since: str | None) -> tuple[int, str | None]:
@@ -212,8 +257,8 @@ def parse_watch(wait: str | None, since: str | None) -> tuple[int, str | None]:
         if not wait.isdigit() or int(wait) > MAX_WAIT_S:
             raise ValidationError(f"wait must be a whole number of seconds from 0 to {MAX_WAIT_S}")
         seconds = int(wait)
-    if since is not None and since not in _STATUSES:
-        raise ValidationError("since must be one of " + ", ".join(_STATUSES))
+    if since is not None and since not in STATUSES:
+        raise ValidationError("since must be one of " + ", ".join(STATUSES))
     return seconds, since
 
 
@@ -224,13 +269,16 @@ def watch_status(
     wait_s: float,
     since: str | None = None,
     *,
+    limit: ReadLimit | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
     """The status once it differs from `since` (default: the status at the first read), is
     final, or `wait_s` has passed. Reads back off from 200 ms to 1 s: a watched job costs a
-    few round trips a second at most, an unwatched read exactly one."""
-    view = get_status(client, user_id, job_id)
+    few round trips a second at most, an unwatched read exactly one. Every read counts
+    against `limit`: a first read over it is a `RateLimitedError`; a later one ends the
+    wait with the status already read."""
+    view = get_status(client, user_id, job_id, limit=limit)
     baseline = since or view["status"]
     deadline = clock() + wait_s
     pause = 0.2
@@ -240,7 +288,10 @@ def watch_status(
             break
         sleep(min(pause, left))
         pause = min(pause * 1.5, 1.0)
-        view = get_status(client, user_id, job_id)
+        try:
+            view = get_status(client, user_id, job_id, limit=limit)
+        except RateLimitedError:
+            break  # the answer in hand is still true; the next poll will hear the 429
     return view
 
 

@@ -9,8 +9,9 @@
   each invocation with `DEV_DRAIN_INTERVAL_S` seconds of budget (default 10; `0` = no
   ticker, run `rebalance drain` by hand).
 
-Development defaults fill what is unset: `AUTH_JWT_SECRET` (a random secret per run, so the
-printed dev token works), `METRICS_SCRAPE_TOKEN` and the simulated processor. Ctrl-C
+Development defaults fill what is unset: `AUTH_JWT_SECRET` and `METRICS_SCRAPE_TOKEN` (random
+per run, and printed: the dev token, which carries `METRICS_READ_SCOPE` so that the printed
+metrics curl works, and the scrape token), and the simulated processor. Ctrl-C
 (or SIGTERM) stops the server, waits for the ticker's invocation to end, and stops the
 embedded Valkey: no process is left behind.
 """
@@ -136,14 +137,30 @@ class Ticker:
 
 def _defaults() -> None:
     os.environ.setdefault("AUTH_JWT_SECRET", secrets.token_urlsafe(32))
-    os.environ.setdefault("METRICS_SCRAPE_TOKEN", "dev-scrape-token")
+    # Random per run: a fixed dev token would open the scrape route of any forgotten dev stack.
+    os.environ.setdefault("METRICS_SCRAPE_TOKEN", secrets.token_urlsafe(24))
     os.environ.setdefault("REBALANCE_PROCESSOR", "core.processors.simulated:process")
 
 
-def _banner(url: str, redis: str, ticker_s: float) -> str:
+def dev_token() -> str:
+    """The printed dev JWT: the dev user, for a day (the longest the API accepts by default),
+    with the operator scope of the metrics summary."""
     from core.auth import mint_token
+    from core.settings import get_settings
 
-    token = mint_token(DEV_USER, DEV_PUBLIC_KEY, os.environ["AUTH_JWT_SECRET"], 24 * 3600)
+    settings = get_settings()
+    ttl_s = min(24 * 3600, settings.auth_max_token_ttl_s)
+    return mint_token(
+        DEV_USER,
+        DEV_PUBLIC_KEY,
+        settings.auth_jwt_secret,
+        ttl_s,
+        scope=settings.metrics_read_scope,
+    )
+
+
+def _banner(url: str, redis: str, ticker_s: float) -> str:
+    token = dev_token()
     drain = f"every {ticker_s:g} s" if ticker_s else "off (run `.venv/bin/rebalance drain`)"
     return f"""
 agent-rebalance dev stack
@@ -151,6 +168,7 @@ agent-rebalance dev stack
   Redis:     {redis}
   Drain:     {drain}
   Dev token: {token}
+  Scrape token: {os.environ["METRICS_SCRAPE_TOKEN"]}
 
 Try it:
   TOKEN={token}

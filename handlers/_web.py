@@ -21,7 +21,8 @@ A handler module is a few sync functions and this glue:
 - `Call.principal()` authenticates (bearer JWT or API Gateway authorizer claims, see
   `core.auth`); `Call.json()` checks `Content-Type`, size and syntax; `Call.settings`,
   `Call.client` are the process-wide settings and Redis client.
-- `create_app(routes)` maps every error to `{"error": {"code", "message"}}` (table `ERRORS`):
+- `create_app(routes)` maps every error to `{"error": {"code", "message"}}` (table `ERRORS`;
+  a `ValidationError` of the body adds `details`, one `{"loc", "msg"}` per bad field):
   `HttpError` for edge-only failures, `core.errors` for the domain, Starlette's 404/405, and
   anything unexpected to a 500 whose body never carries the exception text. It also binds a
   request id (the Lambda's, or a fresh one) to the logs and the `X-Request-Id` header.
@@ -76,6 +77,7 @@ class HttpError(Exception):
 # core error -> (status, code); the most specific class wins (checked in MRO order).
 ERRORS: dict[type[Exception], tuple[int, str]] = {
     errors.AuthError: (401, "unauthorized"),
+    errors.ForbiddenError: (403, "forbidden"),
     errors.NotFoundError: (404, "not_found"),
     errors.ConflictError: (409, "conflict"),
     errors.IdempotencyConflictError: (422, "idempotency_conflict"),
@@ -105,10 +107,17 @@ _SAFE_MESSAGES = {
 
 
 def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    details: list[dict[str, Any]] | None = None,
 ) -> JSONResponse:
-    """The one error body: `{"error": {"code", "message"}}`."""
-    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
+    """The one error body: `{"error": {"code", "message", "details"?}}`."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = details
+    return JSONResponse({"error": error}, status, headers=headers)
 
 
 @dataclass
@@ -220,7 +229,7 @@ async def _on_core_error(request: Request, exc: Exception) -> Response:
         message = _SAFE_MESSAGES.get(status, "internal error")
     else:
         message = str(exc)
-    return error_response(status, code, message, headers)
+    return error_response(status, code, message, headers, getattr(exc, "details", None))
 
 
 def _core_status(exc: Exception) -> tuple[int, str]:

@@ -1,7 +1,8 @@
 """Lambda: the metrics routes.
 
-- `GET /api/agent/rebalance/metrics?days=N`: the JSON summary (`core.metrics`), JWT auth,
-  `days` an integer 1..7 (default 7) or 422.
+- `GET /api/agent/rebalance/metrics?days=N`: the JSON summary (`core.metrics`), for
+  operators: a JWT whose `scope`/`scp` holds `METRICS_READ_SCOPE` (403 otherwise); `days` an
+  integer 1..7 (default 7) or 422; counted against the caller's read limit (429 past it).
 - `GET /api/agent/rebalance/metrics/prometheus`: the Prometheus text format, for a scraper
   holding `METRICS_SCRAPE_TOKEN` as its bearer token (401 otherwise, or when it is unset).
 
@@ -17,16 +18,19 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from core import metrics
-from core.auth import bearer_token
+from core.auth import bearer_token, require_scope
 from core.errors import AuthError, ValidationError
+from core.rate_limit import ReadLimit
 from handlers import _web
 
 
 def get_summary(call: _web.Call) -> Response:
-    """The metrics summary over the last `days` UTC days."""
-    call.principal()
+    """The metrics summary over the last `days` UTC days (operators only)."""
+    principal = call.principal()
+    require_scope(principal, call.settings.metrics_read_scope)
     days = _days(call.request.query_params.get("days"))
-    return JSONResponse(metrics.get_metrics_summary(days, client=call.client))
+    limit = ReadLimit.for_user(call.settings, principal.user_id)
+    return JSONResponse(metrics.get_metrics_summary(days, client=call.client, limit=limit))
 
 
 def get_prometheus(call: _web.Call) -> Response:

@@ -1,9 +1,11 @@
 """The OpenAPI 3.1 document of the HTTP API: every route, its auth, bodies and errors.
 
 `build_openapi()` returns the document; the dev server serves it at `GET /openapi.json`, and
-the copy checked in at the repository root is regenerated with
-`python -m handlers.openapi > openapi.json` (a test keeps the two equal). Plain data, no
-imports beyond the standard library: cheap to load anywhere.
+the copy checked in at the repository root is regenerated with `make openapi` (that is,
+`python -m handlers.openapi > openapi.json`; a test keeps the two equal). The schemas are
+generated from the pydantic models of `core.models`, the same ones that validate requests,
+so the document cannot drift from what the API accepts and answers; this module only lays
+out the routes, their parameters and which model each status answers.
 """
 
 from __future__ import annotations
@@ -12,28 +14,45 @@ import json
 import sys
 from typing import Any
 
-from core.jobs import JobStatus
+from core.models import JOB_ID_PATTERN, SCHEMA_MODELS, STATUSES
 
 TITLE = "agent-rebalance"
-_STATUSES = tuple(str(s) for s in JobStatus)
 VERSION = "0.1.0"
 
 _ERROR_CODES = {
     "400": "The body is not valid JSON.",
     "401": "No bearer token, or an invalid, forged or expired one.",
+    "403": "A valid token without `METRICS_READ_SCOPE` (code `forbidden`).",
     "404": "No such job for this user (unknown and foreign ids look the same).",
-    "409": "The job is processing or has ended: too late to cancel.",
+    "409": "The job is processing or finished: it can no longer be cancelled (code `conflict`).",
     "413": "The body is over `MAX_BODY_BYTES` (16 KiB by default).",
     "415": "The body is not `application/json`.",
-    "422": "Valid JSON of the wrong shape, or an invalid parameter.",
+    "422": "Valid JSON of the wrong shape (`details` names each bad field), or an invalid "
+    "parameter.",
     "429": "Over the per-user sliding-window limit; `Retry-After` says when to retry.",
-    "503": "Upstash Redis cannot be reached; `Retry-After` says when to retry.",
+    "503": "Upstash Redis (or the JWKS endpoint) cannot be reached; `Retry-After` says when "
+    "to retry.",
+}
+# What API Gateway answers by itself, before any function runs: `{"message": ...}`.
+_GATEWAY = {
+    "401": "API Gateway's JWT authorizer refused the token (AUTH_TRUST_AUTHORIZER mode).",
+    "403": "API Gateway's JWT authorizer refused the token's scopes.",
+    "404": "API Gateway knows no such route (e.g. a job id with a slash).",
+    "429": "API Gateway throttled the request (stage or account limits).",
 }
 _RETRY_AFTER = {
     "Retry-After": {
-        "description": "Whole seconds to wait before retrying.",
+        "description": "Whole seconds to wait before retrying (absent on API Gateway's own "
+        "throttling answer).",
         "schema": {"type": "integer", "minimum": 1},
     }
+}
+_JOB_ID = {
+    "name": "jobId",
+    "in": "path",
+    "required": True,
+    "description": "32 lowercase hex digits; anything else is a 404.",
+    "schema": {"type": "string", "pattern": JOB_ID_PATTERN},
 }
 
 
@@ -45,96 +64,40 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
-def _errors(*statuses: str) -> dict[str, Any]:
-    responses: dict[str, Any] = {}
-    for status in statuses:
-        response: dict[str, Any] = {
-            "description": _ERROR_CODES[status],
-            "content": _json(_ref("Error")),
-        }
-        if status in ("429", "503"):
-            response["headers"] = _RETRY_AFTER
-        responses[status] = response
-    return responses
+def _errors(*statuses: str, gateway: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Error responses: ours (`ErrorResponse`), or API Gateway's too where it can answer."""
+    return {
+        status: _error(status, status in statuses, status in gateway)
+        for status in sorted({*statuses, *gateway})
+    }
+
+
+def _error(status: str, ours: bool, gateway: bool) -> dict[str, Any]:
+    schemas, texts = [], []
+    if ours:
+        schemas.append(_ref("ErrorResponse"))
+        texts.append(_ERROR_CODES[status])
+    if gateway:
+        schemas.append(_ref("GatewayMessage"))
+        texts.append(_GATEWAY[status])
+    response: dict[str, Any] = {
+        "description": " ".join(texts),
+        "content": _json(schemas[0] if len(schemas) == 1 else {"anyOf": schemas}),
+    }
+    if status in ("429", "503"):
+        response["headers"] = _RETRY_AFTER
+    return response
 
 
 def _schemas() -> dict[str, Any]:
-    count = {"type": "integer", "minimum": 0}
-    millis = {"type": "number", "minimum": 0, "description": "milliseconds"}
-    return {
-        "Error": {
-            "type": "object",
-            "required": ["error"],
-            "properties": {
-                "error": {
-                    "type": "object",
-                    "required": ["code", "message"],
-                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-                }
-            },
-        },
-        "RebalanceRequest": {
-            "type": "object",
-            "description": "The rebalance request, handed to the processor as the job's payload.",
-            "additionalProperties": True,
-        },
-        "Accepted": {
-            "type": "object",
-            "required": ["jobId", "status", "statusUrl"],
-            "properties": {
-                "jobId": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-                "status": {"const": "queued"},
-                "statusUrl": {"type": "string"},
-            },
-        },
-        "JobStatus": {
-            "type": "object",
-            "required": ["jobId", "status", "attempts", "createdAt", "updatedAt"],
-            "properties": {
-                "jobId": {"type": "string"},
-                "status": {"enum": list(_STATUSES)},
-                "attempts": count,
-                "createdAt": {"type": "string", "format": "date-time"},
-                "updatedAt": {"type": "string", "format": "date-time"},
-                "lastError": {"type": "string"},
-                "result": {},
-            },
-        },
-        "MetricsSummary": _metrics_summary(count, millis),
-    }
+    """The component schemas, generated from `core.models`."""
+    from pydantic.json_schema import models_json_schema
 
-
-def _metrics_summary(count: dict[str, Any], millis: dict[str, Any]) -> dict[str, Any]:
-    counts = [
-        "totalJobs",
-        "failedJobs",
-        "succeededJobs",
-        "retriedJobs",
-        "deadJobs",
-        "queueDepth",
-        "inFlight",
-        "deadLetterDepth",
-    ]
-    times = ["avgExecutionTime", "p50ExecutionTime", "p95ExecutionTime", "p99ExecutionTime"]
-    properties: dict[str, Any] = {name: count for name in counts}
-    properties.update({name: millis for name in times})
-    properties["oldestQueuedAgeSeconds"] = {"type": "number", "minimum": 0}
-    properties["rateLimit"] = {
-        "type": "object",
-        "required": ["hits", "blocked"],
-        "properties": {"hits": count, "blocked": count},
-    }
-    return {
-        "type": "object",
-        "required": [
-            "totalJobs",
-            "failedJobs",
-            "avgExecutionTime",
-            "p95ExecutionTime",
-            "rateLimit",
-        ],
-        "properties": properties,
-    }
+    _, document = models_json_schema(
+        [(model, "validation") for model in SCHEMA_MODELS],
+        ref_template="#/components/schemas/{model}",
+    )
+    return dict(sorted(document["$defs"].items()))
 
 
 def _submit() -> dict[str, Any]:
@@ -170,57 +133,65 @@ def _submit() -> dict[str, Any]:
                     },
                     "content": _json(_ref("Accepted")),
                 },
-                **_errors("400", "401", "413", "415", "422", "429", "503"),
+                **_errors("400", "401", "413", "415", "422", "429", "503", gateway=("401", "429")),
             },
         }
     }
 
 
+def _job() -> dict[str, Any]:
+    return {"get": _status(), "delete": _cancel()}
+
+
 def _status() -> dict[str, Any]:
     return {
-        "get": {
-            "operationId": "getRebalanceStatus",
-            "summary": "A job's status (its owner only)",
-            "security": [{"bearerAuth": []}],
-            "description": "With `wait`, a long poll: answers once the status differs from "
-            "`since` (default: the status when the request came) or is final, "
-            "or when the wait is over.",
-            "parameters": [
-                {"name": "jobId", "in": "path", "required": True, "schema": {"type": "string"}},
-                {
-                    "name": "wait",
-                    "in": "query",
-                    "required": False,
-                    "schema": {"type": "integer", "minimum": 0, "maximum": 5, "default": 0},
-                    "description": "Seconds to wait for a change of status.",
-                },
-                {
-                    "name": "since",
-                    "in": "query",
-                    "required": False,
-                    "schema": {"type": "string", "enum": list(_STATUSES)},
-                    "description": "The status the client already knows.",
-                },
-            ],
-            "responses": {
-                "200": {"description": "The job's status.", "content": _json(_ref("JobStatus"))},
-                **_errors("401", "404", "422", "503"),
+        "operationId": "getRebalanceStatus",
+        "summary": "A job's status (its owner only)",
+        "security": [{"bearerAuth": []}],
+        "description": "With `wait`, a long poll: answers once the status differs from "
+        "`since` (default: the status when the request came) or is final, "
+        "or when the wait is over.",
+        "parameters": [
+            _JOB_ID,
+            {
+                "name": "wait",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 0, "maximum": 5, "default": 0},
+                "description": "Seconds to wait for a change of status.",
             },
+            {
+                "name": "since",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "enum": list(STATUSES)},
+                "description": "The status the client already knows.",
+            },
+        ],
+        "responses": {
+            "200": {
+                "description": "The job's status.",
+                "content": _json(_ref("JobStatusView")),
+            },
+            **_errors("401", "404", "422", "429", "503", gateway=("401", "404", "429")),
         },
-        "delete": {
-            "operationId": "cancelRebalance",
-            "summary": "Cancel a queued or retrying job (its owner only)",
-            "security": [{"bearerAuth": []}],
-            "parameters": [
-                {"name": "jobId", "in": "path", "required": True, "schema": {"type": "string"}},
-            ],
-            "responses": {
-                "200": {
-                    "description": "The job is cancelled (again, if it already was).",
-                    "content": _json(_ref("JobStatus")),
-                },
-                **_errors("401", "404", "409", "503"),
+    }
+
+
+def _cancel() -> dict[str, Any]:
+    return {
+        "operationId": "cancelRebalance",
+        "summary": "Cancel a job that has not started (its owner only)",
+        "security": [{"bearerAuth": []}],
+        "description": "A `queued` or `retrying` job is cancelled and never starts; "
+        "cancelling a cancelled job answers 200 again.",
+        "parameters": [_JOB_ID],
+        "responses": {
+            "200": {
+                "description": "The job's status, `cancelled`.",
+                "content": _json(_ref("JobStatusView")),
             },
+            **_errors("401", "404", "409", "503", gateway=("401", "404", "429")),
         },
     }
 
@@ -241,7 +212,7 @@ def _metrics() -> dict[str, Any]:
             ],
             "responses": {
                 "200": {"description": "The summary.", "content": _json(_ref("MetricsSummary"))},
-                **_errors("401", "422", "503"),
+                **_errors("401", "403", "422", "429", "503", gateway=("401", "403", "429")),
             },
         }
     }
@@ -258,7 +229,7 @@ def _prometheus() -> dict[str, Any]:
                     "description": "Prometheus text exposition format.",
                     "content": {"text/plain": {"schema": {"type": "string"}}},
                 },
-                **_errors("401", "503"),
+                **_errors("401", "503", gateway=("429",)),
             },
         }
     }
@@ -272,14 +243,15 @@ def build_openapi() -> dict[str, Any]:
             "title": TITLE,
             "version": VERSION,
             "description": "Queue portfolio rebalance requests for trading agents and "
-            "follow their status. Every error is "
-            '`{"error": {"code", "message"}}`.',
+            "follow their status. Every error of the API is "
+            '`{"error": {"code", "message", "details"?}}`; API Gateway\'s own refusals '
+            '(throttling, authorizer, unknown route) are `{"message"}`.',
         },
         "paths": {
             "/api/agent/rebalance": _submit(),
             "/api/agent/rebalance/metrics": _metrics(),
             "/api/agent/rebalance/metrics/prometheus": _prometheus(),
-            "/api/agent/rebalance/{jobId}": _status(),
+            "/api/agent/rebalance/{jobId}": _job(),
         },
         "components": {
             "securitySchemes": {

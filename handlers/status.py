@@ -4,7 +4,8 @@
 Without `wait` it is one read. With `wait` (1..5 s) it is a long poll for clients that watch
 a job live: the answer comes as soon as the status differs from `since` (default: the
 status at the first read) or is final, or when the wait is over. API Gateway cannot stream
-a Lambda's answer, so watching is a loop of long polls.
+a Lambda's answer, so watching is a loop of long polls. Every Redis read, each round trip
+of a long poll included, counts against the caller's read limit (429 past it).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from starlette.routing import Route
 
 from core.keys import REQUEST_QUEUE
 from core.queue import QueuePolicy, cancel
-from core.submit import parse_watch, watch_status
+from core.rate_limit import ReadLimit
+from core.submit import parse_watch, public_view, watch_status
 from handlers import _web
 
 STATUS_PATH = "/api/agent/rebalance/{jobId}"
@@ -27,7 +29,9 @@ def status(call: _web.Call) -> Response:
     call.request.state.job_id = job_id[:64]  # for the request's log line; bounded, it is input
     query = call.request.query_params
     wait_s, since = parse_watch(query.get("wait"), query.get("since"))
-    return JSONResponse(watch_status(call.client, principal.user_id, job_id, wait_s, since))
+    limit = ReadLimit.for_user(call.settings, principal.user_id)
+    view = watch_status(call.client, principal.user_id, job_id, wait_s, since, limit=limit)
+    return JSONResponse(view)
 
 
 def cancel_job(call: _web.Call) -> Response:
@@ -37,7 +41,7 @@ def cancel_job(call: _web.Call) -> Response:
     call.request.state.job_id = job_id[:64]
     policy = QueuePolicy.from_settings(call.settings)
     view = cancel(call.client, REQUEST_QUEUE, principal.user_id, job_id, policy)
-    return JSONResponse(view)
+    return JSONResponse(public_view(view))  # a retrying job's lastError: redacted here too
 
 
 routes = [

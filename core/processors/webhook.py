@@ -3,11 +3,11 @@
 Request: JSON `{"jobId", "userId", "publicKey", "payload", "attempt"}` with headers
 `X-Rebalance-Timestamp: <unix seconds>`, `X-Signature: sha256=<hex HMAC-SHA256 of
 "<timestamp>.<body>" keyed with REBALANCE_WEBHOOK_SECRET>` (the receiver recomputes it and
-rejects stale timestamps to stop replays) and `Idempotency-Key: <jobId>` (deliveries are at
-least once). Answers: 2xx done (a JSON object body becomes the job's `result`); 408, 429
-and 5xx retried; any other 4xx is permanent (dead-lettered now); a timeout
-(`REBALANCE_WEBHOOK_TIMEOUT_MS`, keep it inside `JOB_LEASE_SECONDS`) or a network error is
-retried.
+rejects stale timestamps to stop replays) and `Idempotency-Key` (the job's idempotency key,
+else its id: stable across deliveries, which are at least once). Answers: 2xx done (a JSON
+object body becomes the job's `result`); 408, 429 and 5xx retried; any other 4xx is
+permanent (dead-lettered now); a timeout (`REBALANCE_WEBHOOK_TIMEOUT_MS`, keep it inside
+`JOB_LEASE_SECONDS`) or a network error is retried.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def build_request(job: Job, secret: str, now_s: int | None = None) -> tuple[byte
         "Content-Type": "application/json",
         "X-Rebalance-Timestamp": timestamp,
         "X-Signature": sign(secret, timestamp, body),
-        "Idempotency-Key": job.id,
+        # Stable across deliveries: the job's idempotency key where the job has one, else its id.
+        "Idempotency-Key": getattr(job, "idempotency_key", None) or job.id,
     }
     return body, headers
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+import jwt
 import pytest
 
 from cli import token as token_cli
@@ -65,3 +66,33 @@ def test_dispatched_by_the_console_script(monkeypatch, capsys) -> None:
     monkeypatch.setenv("AUTH_JWT_SECRET", SECRET)
     assert main(["token", "--sub", "u", "--public-key", "k"]) == 0
     assert capsys.readouterr().out.count(".") == 2
+
+
+def test_scopes_go_into_the_scope_claim(monkeypatch, capsys) -> None:
+    """`--scope` twice: both in the space-separated `scope` claim; the API reads them."""
+    from core.auth import scopes_of
+
+    monkeypatch.setenv("AUTH_JWT_SECRET", SECRET)
+    argv = ["--sub", "op", "--public-key", "k", "--scope", "metrics:read", "--scope", "x"]
+    assert _run(argv) == 0
+    claims = jwt.decode(capsys.readouterr().out.strip(), SECRET, algorithms=["HS256"])
+    assert claims["scope"] == "metrics:read x"
+    assert scopes_of(claims) == {"metrics:read", "x"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--ttl", "86401"], "AUTH_MAX_TOKEN_TTL_S"),
+        (["--scope", "two words"], "--scope"),
+        (["--scope", ""], "--scope"),
+    ],
+)
+def test_tokens_the_api_would_refuse_are_not_minted(
+    monkeypatch, capsys, argv: list[str], message: str
+) -> None:
+    """Longer than the API's maximum lifetime, or a scope that is not one word: exit 2."""
+    monkeypatch.setenv("AUTH_JWT_SECRET", SECRET)
+    monkeypatch.delenv("AUTH_MAX_TOKEN_TTL_S", raising=False)
+    assert _run(["--sub", "u", "--public-key", "k", *argv]) == 2
+    assert message in capsys.readouterr().err

@@ -241,3 +241,81 @@ def test_unreachable_jwks_is_a_server_side_error() -> None:
     settings = _jwks_settings("http://127.0.0.1:9/jwks.json")
     with pytest.raises(KeySetUnavailableError):
         authenticate(bearer(_signed(RSA_KEY, "RS256", "rsa-1")), settings)
+
+
+# --- lifetime, claim sizes, scopes, the secret's length -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("claims", "ok"),
+    [
+        ({"iat": 1_000_000, "exp": 1_000_000 + 86_400}, False),  # expired anyway
+        ({"iat": int(time.time()), "exp": int(time.time()) + 86_400}, True),
+        ({"iat": int(time.time()), "exp": int(time.time()) + 86_401}, False),
+        ({"iat": int(time.time()) - 3600, "exp": int(time.time()) + 86_000}, False),
+        ({"exp": int(time.time()) + 86_000}, True),  # no iat: exp - now
+        ({"exp": int(time.time()) + 200 * 365 * 86_400}, False),  # the 200-year token
+    ],
+)
+def test_tokens_live_at_most_auth_max_token_ttl_s(claims: dict[str, Any], ok: bool) -> None:
+    """`exp - iat` (or `exp - now` without `iat`) over AUTH_MAX_TOKEN_TTL_S is a 401."""
+    token = hs_token(claims, drop=() if "iat" in claims else ("iat",))
+    if ok:
+        assert authenticate(bearer(token), HS).user_id == "user-1"
+    else:
+        with pytest.raises(AuthError):
+            authenticate(bearer(token), HS)
+
+
+def test_the_maximum_lifetime_is_a_setting() -> None:
+    """A one-hour maximum refuses a two-hour token, in authorizer mode too (claims as text)."""
+    now = int(time.time())
+    short = Settings(**BASE, auth_jwt_secret=JWT_SECRET, auth_max_token_ttl_s=3600)
+    with pytest.raises(AuthError, match="lives longer"):
+        authenticate(bearer(hs_token({"iat": now, "exp": now + 7200})), short)
+    trusting = Settings(**BASE, auth_trust_authorizer=True, auth_max_token_ttl_s=3600)
+    claims = {"sub": "u", "publicKey": "p", "iat": str(now), "exp": str(now + 7200)}
+    event = {"requestContext": {"authorizer": {"jwt": {"claims": claims}}}}
+    with pytest.raises(AuthError):
+        authenticate(None, trusting, event)
+
+
+@pytest.mark.parametrize("name", ["sub", "publicKey"])
+def test_claims_are_bounded_in_utf8_bytes(name: str) -> None:
+    """4096 bytes pass; 1025 four-byte characters (4100 bytes, 1025 chars) are a 401."""
+    assert authenticate(bearer(hs_token({name: "a" * 4096})), HS)
+    assert authenticate(bearer(hs_token({name: "😀" * 1024})), HS)
+    with pytest.raises(AuthError, match="4096 bytes"):
+        authenticate(bearer(hs_token({name: "😀" * 1025})), HS)
+
+
+@pytest.mark.parametrize(
+    ("claims", "scopes"),
+    [
+        ({"scope": "metrics:read other"}, {"metrics:read", "other"}),
+        ({"scp": ["metrics:read", 7, "x"]}, {"metrics:read", "x"}),
+        ({"scp": "[metrics:read other]"}, {"metrics:read", "other"}),  # API Gateway's form
+        ({"scope": 5}, set()),
+        ({}, set()),
+    ],
+)
+def test_scopes_come_from_scope_or_scp(claims: dict[str, Any], scopes: set[str]) -> None:
+    assert authenticate(bearer(hs_token(claims)), HS).scopes == scopes
+
+
+def test_require_scope_is_a_403() -> None:
+    from core.auth import require_scope
+    from core.errors import ForbiddenError
+
+    require_scope(Principal("u", "p", frozenset({"metrics:read"})), "metrics:read")
+    with pytest.raises(ForbiddenError, match="metrics:read"):
+        require_scope(Principal("u", "p", frozenset({"metrics:readx"})), "metrics:read")
+
+
+def test_a_short_secret_is_refused_even_in_settings_built_in_code() -> None:
+    """Settings made without `from_env` still cannot verify with a 12-byte secret."""
+    from core.errors import ConfigError
+
+    weak = Settings(**BASE, auth_jwt_secret="twelve-bytes")
+    with pytest.raises(ConfigError, match="AUTH_JWT_SECRET: must be at least 32 bytes"):
+        authenticate(bearer(hs_token()), weak)

@@ -158,3 +158,14 @@ def test_configure_is_idempotent_outside_lambda(lines: io.StringIO) -> None:
     before = logging.getLogger().handlers[:]
     log.configure("INFO")
     assert logging.getLogger().handlers == before
+
+
+def test_credentials_in_urls_are_masked() -> None:
+    """An error text quoting a URL loses its password and credential-named parameters."""
+    text = log.redact(
+        "ConnectError for https://svc:s3cr3t-pw@api.example.com/v1?api_key=AKIA123&page=2"
+        "&X-Amz-Signature=abcdef&token=tok-9#frag; and http://host/path?q=ok"
+    )
+    for secret in ("s3cr3t-pw", "AKIA123", "abcdef", "tok-9"):
+        assert secret not in text
+    assert "page=2" in text and "q=ok" in text and "https://svc:***@api.example.com" in text

@@ -13,6 +13,7 @@ import valkey
 from core import keys, metrics
 from core.errors import ValidationError
 from core.redis import RestClient
+from tests.bodies import rebalance
 
 DAY_MS = 86_400_000
 
@@ -319,12 +320,12 @@ def test_summary_counts_what_submit_and_drain_recorded(
     user = Principal("user-7", "pk")
     plans = {}
     for plan in ("ok", "retry", "dead"):
-        plans[submit_job(client, limited, user, {"plan": plan}).job_id] = plan
+        plans[submit_job(client, limited, user, rebalance(plan=plan)).job_id] = plan
     with pytest.raises(RateLimitedError):
-        submit_job(client, limited, user, {"plan": "blocked"})
+        submit_job(client, limited, user, rebalance(plan="blocked"))
 
     def processor(job: Any) -> bool:
-        plan = job.payload["plan"]
+        plan = job.payload["metadata"]["plan"]
         if plan == "dead":
             raise PermanentJobError("unknown asset")
         return plan == "ok"  # False: try again later

@@ -60,15 +60,44 @@ def test_secrets_never_show_in_repr() -> None:
         {
             **BASE,
             "UPSTASH_REDIS_REST_TOKEN": "very-secret-token",
-            "AUTH_JWT_SECRET": "jwt-secret-value",
+            "AUTH_JWT_SECRET": "jwt-secret-value-long-enough-for-hs256",
             "REDIS_URL": "redis://:hunter2@host:6379",
         }
     )
     text = repr(s)
-    for secret in ("very-secret-token", "jwt-secret-value", "hunter2"):
+    for secret in ("very-secret-token", "jwt-secret-value-long-enough-for-hs256", "hunter2"):
         assert secret not in text
 
 
 def test_require_names_what_is_missing() -> None:
     with pytest.raises(ConfigError, match="AUTH_JWT_SECRET"):
         Settings.from_env(BASE).require("auth_jwt_secret")
+
+
+@pytest.mark.parametrize("secret", ["x", "a" * 31, "é" * 15])
+def test_short_hs256_secrets_are_refused_with_the_settings_error(secret: str) -> None:
+    """Under 32 bytes (of UTF-8, not characters) is a ConfigError naming AUTH_JWT_SECRET."""
+    with pytest.raises(ConfigError, match="AUTH_JWT_SECRET: must be at least 32 bytes"):
+        Settings.from_env({**BASE, "AUTH_JWT_SECRET": secret})
+    assert Settings.from_env({**BASE, "AUTH_JWT_SECRET": "é" * 16}).auth_jwt_secret
+
+
+def test_security_settings_have_their_defaults_and_bounds() -> None:
+    """Token lifetime, JWKS cache, operator scope and read limits: defaults, positive, named."""
+    s = Settings.from_env(BASE)
+    assert (s.auth_max_token_ttl_s, s.auth_jwks_cache_s, s.metrics_read_scope) == (
+        86_400,
+        300,
+        "metrics:read",
+    )
+    assert (s.read_rate_limit_max, s.read_rate_limit_window_s) == (120, 60)
+    bad = {
+        "AUTH_MAX_TOKEN_TTL_S": "0",
+        "AUTH_JWKS_CACHE_S": "-1",
+        "READ_RATE_LIMIT_MAX": "0",
+        "READ_RATE_LIMIT_WINDOW_S": "x",
+        "METRICS_READ_SCOPE": " ",
+    }
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**BASE, **bad})
+    assert set(caught.value.problems) == set(bad)

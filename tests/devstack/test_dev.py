@@ -59,6 +59,7 @@ def test_make_dev_serves_and_stops_cleanly_on_ctrl_c() -> None:
     try:
         url = read_until(proc, r"API:\s+(http://\S+)", 120).group(1)
         token = read_until(proc, r"Dev token: (\S+)", 10).group(1)
+        scrape = read_until(proc, r"Scrape token: (\S+)", 10).group(1)
         assert len(session_pids(proc.pid)) >= 2  # make, python, valkey-server
         health = httpx.get(f"{url}/healthz", timeout=10)
         assert health.status_code == 200 and health.json()["redis"] == "ok"
@@ -73,6 +74,17 @@ def test_make_dev_serves_and_stops_cleanly_on_ctrl_c() -> None:
             assert time.monotonic() < deadline, "the ticker never drained the job"
             time.sleep(0.2)
         assert httpx.get(f"{url}/openapi.json", timeout=10).json()["openapi"].startswith("3.")
+        # The printed token is an operator's: the printed metrics curl works.
+        summary = httpx.get(f"{url}/api/agent/rebalance/metrics?days=1", headers=auth, timeout=10)
+        assert summary.status_code == 200 and summary.json()["totalJobs"] == 1
+        # The scrape token is this run's own, not a well-known default.
+        assert scrape != "dev-scrape-token" and len(scrape) >= 24
+        prometheus = httpx.get(
+            f"{url}/api/agent/rebalance/metrics/prometheus",
+            headers={"Authorization": f"Bearer {scrape}"},
+            timeout=10,
+        )
+        assert prometheus.status_code == 200
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does to the foreground group
         proc.wait(timeout=30)

@@ -1,4 +1,4 @@
-"""`sls deploy` refuses functions whose settings resolved empty, before building anything.
+"""`sls deploy` refuses functions whose settings resolved empty or unsafe, before building.
 
 Runs in a minimal copy of the service with dummy AWS credentials: were the guard missing,
 the deploy would go on to package and then fail on AWS, never with this message.
@@ -6,6 +6,7 @@ the deploy would go on to package and then fail on AWS, never with this message.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -54,3 +55,111 @@ def test_deploy_with_empty_settings_is_refused_naming_them(
     assert "export them" in output
     assert not (tree / ".serverless").exists() or not list((tree / ".serverless").glob("*.zip"))
     assert not (tree / ".requirements-cache").exists()
+
+
+def _deploy(tree: Path, env: dict[str, str], *params: str) -> str:
+    run = subprocess.run(
+        ["sls", "deploy", *(f"--param={p}" for p in params)],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode != 0, run.stdout + run.stderr
+    return run.stdout + run.stderr
+
+
+def test_jwks_mode_needs_issuer_and_audience(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """AUTH_JWKS_URL without AUTH_ISSUER/AUTH_AUDIENCE would accept any audience: refused."""
+    tree = _service_copy(tmp_path_factory.mktemp("guard-jwks"))
+    env = sls_environ(tmp_path_factory.mktemp("home"))
+    env.update(UPSTASH_REDIS_REST_URL="https://u.example", UPSTASH_REDIS_REST_TOKEN="t")
+    output = _deploy(tree, env, "authJwksUrl=https://issuer.example/jwks.json")
+    for function in ("submit", "status", "metrics"):
+        assert f"  {function}: AUTH_ISSUER (JWKS mode), AUTH_AUDIENCE (JWKS mode)\n" in output
+    assert "  drain:" not in output
+    output = _deploy(
+        tree,
+        env,
+        "authJwksUrl=https://issuer.example/jwks.json",
+        "authIssuer=https://issuer.example/",
+    )
+    assert "  submit: AUTH_AUDIENCE (JWKS mode)\n" in output
+
+
+def test_trusting_the_authorizer_needs_one_on_every_jwt_route(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """AUTH_TRUST_AUTHORIZER=true with the authorizer left commented out: each JWT route is
+    named; the scrape route, which takes no JWT, is not."""
+    tree = _service_copy(tmp_path_factory.mktemp("guard-authorizer"))
+    env = sls_environ(tmp_path_factory.mktemp("home"))
+    env.update(UPSTASH_REDIS_REST_URL="https://u.example", UPSTASH_REDIS_REST_TOKEN="t")
+    output = _deploy(tree, env, "authTrustAuthorizer=true")
+    assert "without a JWT authorizer on" in output
+    for route in (
+        "submit: POST /api/agent/rebalance\n",
+        "status: GET /api/agent/rebalance/{jobId}\n",
+        "metrics: GET /api/agent/rebalance/metrics\n",
+    ):
+        assert route in output
+    assert "prometheus" not in output
+    assert "empty settings" not in output
+
+
+GUARD_PROBE = """
+const Guard = require(process.argv[1]);
+const fns = JSON.parse(process.argv[2]);
+const serverless = {
+  processedInput: {commands: ['deploy']},
+  service: {
+    provider: {environment: {UPSTASH_REDIS_REST_URL: 'u', UPSTASH_REDIS_REST_TOKEN: 't'}},
+    getAllFunctions: () => Object.keys(fns),
+    getFunction: (name) => fns[name],
+  },
+  getProvider: () => ({getStage: () => 'prod'}),
+  classes: {Error: Error},
+};
+try { new Guard(serverless).check(); console.log('ok'); } catch (e) { console.log(e.message); }
+"""
+
+
+@pytest.mark.parametrize(
+    ("environment", "route", "expected"),
+    [
+        ({"AUTH_TRUST_AUTHORIZER": "true"}, {"authorizer": {"name": "jwt"}}, "ok"),
+        ({"AUTH_TRUST_AUTHORIZER": "true"}, {}, "without a JWT authorizer"),
+        (
+            {"AUTH_JWKS_URL": "https://i/jwks", "AUTH_ISSUER": "i", "AUTH_AUDIENCE": "a"},
+            {},
+            "ok",
+        ),
+        ({"AUTH_JWKS_URL": "https://i/jwks", "AUTH_ISSUER": "i"}, {}, "AUTH_AUDIENCE"),
+    ],
+)
+def test_the_guard_passes_safe_auth_settings(
+    environment: dict[str, str], route: dict[str, object], expected: str
+) -> None:
+    """The guard alone (node, no sls): a complete configuration passes, an unsafe one not."""
+    functions = {
+        "submit": {
+            "environment": environment,
+            "events": [{"httpApi": {"method": "POST", "path": "/api/agent/rebalance", **route}}],
+        }
+    }
+    run = subprocess.run(
+        [
+            "node",
+            "-e",
+            GUARD_PROBE,
+            str(REPO / "deploy" / "settings-guard.js"),
+            json.dumps(functions),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert expected in run.stdout

@@ -32,7 +32,8 @@ DRAIN_CONTEXT = {"timeout": 20}
 
 
 def _token(stack: Stack, sub: str = USER) -> str:
-    return mint_token(sub, PUBLIC_KEY, stack.env()["AUTH_JWT_SECRET"])
+    # The user is an operator too, so that the same token reads the metrics summary.
+    return mint_token(sub, PUBLIC_KEY, stack.env()["AUTH_JWT_SECRET"], scope="metrics:read")
 
 
 def _submit(sls: Sls, stack: Stack, event: dict[str, Any], **env: str) -> str:
@@ -137,7 +138,7 @@ def test_any_http_api_v2_event_base64_body_query_strings_path_parameters(
     """Not only the samples: a base64 body, extra query strings and another user's job id."""
     token = _token(stack, sub="user:with:colons*and\nnewline")
     submit = with_bearer(load_event("submit.json"), token)
-    body = json.dumps({"portfolioId": "pf-β", "targets": [{"asset": "ETH", "weight": 1}]})
+    body = json.dumps({"targets": {"ETH": 1}, "metadata": {"portfolioId": "pf-β"}})
     submit["body"] = base64.b64encode(body.encode()).decode()
     submit["isBase64Encoded"] = True
     submit["headers"]["content-length"] = str(len(body.encode()))

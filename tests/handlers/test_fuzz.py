@@ -19,15 +19,16 @@ from handlers import _web, metrics, status, submit
 from handlers.openapi import build_openapi
 from tests.handlers.helpers import token
 
-EXAMPLES = 100  # per operation and mode: 6 x 100 = 600 requests, ~15 s
+EXAMPLES = 100  # per operation and mode: 7 x 100 = 700 requests, ~15 s
 
 
 @pytest.fixture
 def schema(env: dict[str, str], monkeypatch):
     import schemathesis
 
-    # A generous limit so that positive cases reach the enqueue path, not only the 429.
+    # Generous limits so that positive cases reach the enqueue and read paths, not the 429.
     monkeypatch.setenv("RATE_LIMIT_MAX", "100000")
+    monkeypatch.setenv("READ_RATE_LIMIT_MAX", "100000")
     get_settings.cache_clear()
     loaded = schemathesis.openapi.from_dict(build_openapi())
     loaded.app = _web.create_app([*metrics.routes, *submit.routes, *status.routes])
@@ -37,15 +38,17 @@ def schema(env: dict[str, str], monkeypatch):
 def _headers(operation_id: str) -> dict[str, str]:
     if operation_id == "getRebalancePrometheus":
         return {"Authorization": f"Bearer {os.environ['METRICS_SCRAPE_TOKEN']}"}
-    return {"Authorization": f"Bearer {token('fuzzer')}"}
+    # An operator's token, so that the summary is read rather than refused with a 403.
+    return {"Authorization": f"Bearer {token('fuzzer', scope='metrics:read')}"}
 
 
-# Status and Prometheus take no input beyond the (fixed) credentials and a free-form path
+# Status, cancel and Prometheus take no input beyond the (fixed) credentials and a free-form path
 # segment, so there is nothing to make invalid: they are fuzzed with valid inputs only.
 CASES = [
     ("submitRebalance", "positive"),
     ("submitRebalance", "negative"),
     ("getRebalanceStatus", "positive"),
+    ("cancelRebalance", "positive"),
     ("getRebalanceMetrics", "positive"),
     ("getRebalanceMetrics", "negative"),
     ("getRebalancePrometheus", "positive"),
@@ -91,3 +94,5 @@ def test_no_server_errors(schema, backend, operation_id: str, mode: str) -> None
     run()
     if generation is GenerationMode.POSITIVE and operation_id == "submitRebalance":
         assert 202 in seen  # the fuzz reached the enqueue path, not only the edges
+    if generation is GenerationMode.POSITIVE and operation_id == "getRebalanceMetrics":
+        assert seen == {200}  # the summary itself, not a refusal

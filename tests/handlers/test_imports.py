@@ -37,3 +37,13 @@ def test_a_handler_cold_import_stays_lean(module: str) -> None:
         )
     )
     assert not loaded & set(FORBIDDEN)
+
+
+def test_the_request_models_load_on_first_use_not_at_cold_import() -> None:
+    """Building the pydantic validators costs tens of ms: the first request pays, not import."""
+    probe = (
+        "import json, sys; import handlers.submit, handlers.status, handlers.metrics; "
+        "print(json.dumps('core.models' in sys.modules))"
+    )
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert json.loads(run.stdout) is False

@@ -37,8 +37,9 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def user_token() -> dict[str, str]:
-    return bearer(mint_token("user-1", "pk-1", JWT_SECRET))
+def user_token(scope: str = "metrics:read") -> dict[str, str]:
+    """An operator's token by default (the summary wants METRICS_READ_SCOPE)."""
+    return bearer(mint_token("user-1", "pk-1", JWT_SECRET, scope=scope))
 
 
 def test_summary_needs_a_valid_token(http: TestClient) -> None:

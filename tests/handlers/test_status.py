@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.bodies import rebalance
 from tests.handlers.helpers import LambdaContext, TestClient, api_app, apigw_event, auth, body_of
 
 PATH = "/api/agent/rebalance"
@@ -15,7 +16,7 @@ def client(env: dict[str, str]) -> TestClient:
 
 
 def _submit(client: TestClient, user: str = "alice") -> str:
-    return client.post(PATH, json={"a": 1}, headers=auth(user)).json()["jobId"]
+    return client.post(PATH, json=rebalance(a=1), headers=auth(user)).json()["jobId"]
 
 
 def test_owner_reads_the_status(client: TestClient, backend) -> None:

@@ -8,11 +8,11 @@ import time
 import pytest
 import valkey
 
-from core import keys, queue
+from core import keys, models, queue
 from core.jobs import JobStatus
 from core.queue import Outcome, QueuePolicy
 from core.redis import RestClient
-from core.submit import MAX_WAIT_S, watch_status
+from core.submit import MAX_WAIT_S, STATUSES, watch_status
 from handlers.openapi import build_openapi
 from tests.handlers.helpers import TestClient, api_app, auth
 
@@ -105,7 +105,8 @@ def test_another_users_job_is_404_even_when_waiting(client: TestClient) -> None:
 def test_the_document_lists_every_status_and_the_wait_bound() -> None:
     params = build_openapi()["paths"]["/api/agent/rebalance/{jobId}"]["get"]["parameters"]
     by_name = {p["name"]: p["schema"] for p in params}
-    assert by_name["since"]["enum"] == [str(s) for s in JobStatus]
+    assert by_name["since"]["enum"] == list(STATUSES) == list(models.STATUSES)
+    assert {str(s) for s in JobStatus} | {"cancelled", "expired"} == set(STATUSES)
     assert by_name["wait"]["maximum"] == MAX_WAIT_S
 
 
