@@ -251,13 +251,14 @@ def test_template_runtime_architecture_and_handlers(build: Build) -> None:
 
 
 def test_template_routes_and_schedule(build: Build) -> None:
-    """The four HTTP routes of the contract and a drain every minute."""
+    """The five HTTP routes of the contract and a drain every minute."""
     routes = sorted(
         r["Properties"]["RouteKey"]
         for r in build.template["Resources"].values()
         if r["Type"] == "AWS::ApiGatewayV2::Route"
     )
     assert routes == [
+        "DELETE /api/agent/rebalance/{jobId}",
         "GET /api/agent/rebalance/metrics",
         "GET /api/agent/rebalance/metrics/prometheus",
         "GET /api/agent/rebalance/{jobId}",
