@@ -8,6 +8,7 @@ ratios measured side by side in the same run — never as absolute times.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 import subprocess
@@ -161,6 +162,126 @@ class Bench:
             if size == 10:
                 per_job = billed / size
                 self.add("billed commands per drained job, batch 10", "<= 4", per_job, per_job <= 4)
+
+    def steady_state(self, jobs: int = 1000) -> None:
+        """The drain's steady state at its default settings: one round trip per batch (the
+        ack of one batch and the claim of the next), and the billed commands per job."""
+        from core import keys, queue
+        from core.drain import DrainOptions, drain
+        from core.processors.simulated import noop
+        from core.queue import Outcome, QueuePolicy, claim_and_ack
+        from core.settings import Settings
+
+        self.backend.flushall()
+        defaults = Settings.from_env({**os.environ, "DRAIN_IDLE_EXIT_MS": "0"})
+        options = DrainOptions.from_settings(defaults)
+        policy, q = QueuePolicy.from_settings(defaults), keys.REQUEST_QUEUE
+        for i in range(2 * options.batch_size):
+            queue.enqueue(q, {"i": i}, public_key=f"wallet-{i}", client=self.client)
+        first = claim_and_ack(self.client, q, [], options.batch_size, policy, receipt="warm")
+        outcomes = [Outcome(j, "ok", 1.0) for j in first.jobs]
+        trips, _ = self.cost(
+            lambda: claim_and_ack(
+                self.client, q, outcomes, options.batch_size, policy, receipt="steady"
+            )
+        )
+        self.add(
+            "REST round trips per drained batch in steady state (ack + next claim)",
+            "1",
+            trips,
+            trips == 1,
+        )
+
+        def per_job(wallets: int, policy: QueuePolicy = policy) -> float:
+            self.backend.flushall()
+            for i in range(jobs):
+                wallet = f"wallet-{i % wallets}"
+                queue.enqueue(q, {"i": i}, public_key=wallet, client=self.client)
+            _, billed = self.cost(
+                lambda: drain(self.client, noop, lambda: 600_000, policy=policy, options=options)
+            )
+            return billed / jobs
+
+        alone = per_job(jobs)
+        self.add(
+            f"billed commands per drained job at the defaults (batch {options.batch_size}, "
+            f"{jobs} jobs, one per wallet)",
+            "<= 1.5",
+            alone,
+            alone <= 1.5,
+        )
+        crowded, free = per_job(50), per_job(50, dataclasses.replace(policy, serialize_field=""))
+        self.add(
+            f"the same, {jobs} jobs over 50 wallets, serialized (vs SERIALIZE_BY=none)",
+            f"<= {free + 2:.2f} (none: {free:.2f}, +2 per job)",
+            crowded,
+            crowded <= free + 2,
+        )
+
+    def handler_overhead(self, runs: int = 400) -> None:
+        """What the Lambda submit handler adds to the one round trip it makes (in process:
+        Mangum, auth, parsing, validation, the response), p50 and p99, as the difference of
+        medians of interleaved samples."""
+        import json as json_module
+
+        from core import keys
+        from core.auth import Principal, mint_token
+        from core.jobs import JobStatus
+        from core.queue import status_record
+        from core.submit import _SUBMIT, _new_job, fingerprint
+        from handlers.submit import handler
+        from tests.handlers.helpers import LambdaContext, apigw_event
+
+        token = mint_token("bench-http", "bench-key", SECRET, 3600)
+        headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+        principal = Principal("bench-http", "bench-key")
+
+        def via_handler(n: int) -> float:
+            body = json_module.dumps(_body(n=n))
+            event = apigw_event("POST", "/api/agent/rebalance", body=body, headers=headers)
+            started = time.perf_counter()
+            answer = handler(event, LambdaContext())
+            elapsed = time.perf_counter() - started
+            assert answer["statusCode"] == 202, answer
+            return elapsed
+
+        def raw(n: int) -> float:
+            now = int(time.time() * 1000)
+            job = _new_job(principal, _body(n=n), now, None)
+            today = keys.day(now)
+            key_list = [
+                keys.rate_key(principal.user_id), keys.REQUEST_QUEUE,
+                keys.schedule_key(keys.REQUEST_QUEUE), keys.job_key(job.id),
+                keys.counter_key(today, keys.SUBMITTED),
+                keys.counter_key(today, keys.RATE_LIMIT_BLOCKED), keys.TOTALS,
+            ]  # fmt: skip
+            args = [
+                now, 60_000, 1_000_000, job.id, job.to_json(),
+                status_record(job, JobStatus.QUEUED, now), 86400, 3600, keys.SUBMITTED,
+                keys.RATE_LIMIT_BLOCKED, fingerprint(job.payload), "{}", 60,
+            ]  # fmt: skip
+            started = time.perf_counter()
+            _SUBMIT(self.client, key_list, args)
+            return time.perf_counter() - started
+
+        for n in range(20):  # warm: settings, clients, scripts, validators
+            via_handler(n), raw(n)
+        pairs = [(via_handler(n), raw(n)) for n in range(runs)]
+        handler_times = sorted(h for h, _ in pairs)
+        raw_times = sorted(r for _, r in pairs)
+
+        def pct(values: list[float], p: float) -> float:
+            return values[min(len(values) - 1, int(len(values) * p))] * 1000
+
+        p50 = pct(handler_times, 0.5) - pct(raw_times, 0.5)
+        p99 = pct(handler_times, 0.99) - pct(raw_times, 0.99)
+        self.add(
+            "what the submit handler adds over its raw round trip, in process, p50 (ms)",
+            "<= 0.5",
+            p50,
+            p50 <= 0.5,
+        )
+        self.add("the same, p99 (ms; reported)", "-", p99, True)
 
     def throughput(self, jobs: int = 2000, rounds: int = 3) -> None:
         from core import keys
@@ -331,6 +452,8 @@ def main() -> int:
             bench.reads,
             bench.validation,
             bench.drain_costs,
+            bench.steady_state,
+            bench.handler_overhead,
             bench.throughput,
             bench.cold_imports,
             bench.stalled_upstash,

@@ -48,8 +48,8 @@ RESEND_MAX_PAUSE_S = 1.0
 
 @dataclass(frozen=True)
 class DrainOptions:
-    batch_size: int = 10
-    concurrency: int = 10
+    batch_size: int = 100
+    concurrency: int = 100
     poll_interval_ms: int = 500
     poll_max_interval_ms: int = 5000
     backoff_factor: float = 1.5

@@ -15,9 +15,10 @@ A handler module is a few sync functions and this glue:
 
 - `endpoint(func)` turns `func(call: Call) -> Response` into a Starlette endpoint: the body is
   read on the event loop (at most `MAX_BODY_BYTES` + 1 bytes, nothing when `Content-Length`
-  is already over), then `func` runs in Starlette's threadpool with the sync core and the
-  sync REST client. No event loop is ever bound to an HTTP client, so a warm Lambda can run
-  any number of invocations.
+  is already over), then `func` runs with the sync core and the sync REST client: inline
+  under Mangum (a Lambda serves one request at a time, so the worker-thread hop would only
+  add latency), in Starlette's threadpool under uvicorn. No event loop is ever bound to an
+  HTTP client, so a warm Lambda can run any number of invocations.
 - `Call.principal()` authenticates (bearer JWT or API Gateway authorizer claims, see
   `core.auth`); `Call.json()` checks `Content-Type`, size and syntax; `Call.settings`,
   `Call.client` are the process-wide settings and Redis client.
@@ -187,13 +188,18 @@ def parse_json(body: bytes) -> Any:
 
 
 def endpoint(func: Endpoint) -> Callable[[Request], Awaitable[Response]]:
-    """A Starlette endpoint that reads the body, then runs the sync `func` in the threadpool."""
+    """A Starlette endpoint that reads the body, then runs the sync `func`: inline in a
+    Lambda, in the threadpool on a server that serves many requests at once."""
     from starlette.concurrency import run_in_threadpool
 
     async def run(request: Request) -> Response:
         settings = get_settings()
         body, too_large = await _read_body(request, settings.max_body_bytes)
         call = Call(request=request, body=body, too_large=too_large, settings=settings)
+        if "aws.event" in request.scope:
+            # Under Mangum a Lambda serves one request at a time: nothing else waits on this
+            # loop, so the sync core runs inline and skips the worker-thread hop.
+            return func(call)
         return await run_in_threadpool(func, call)
 
     run.__name__ = func.__name__

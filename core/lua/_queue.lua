@@ -27,7 +27,7 @@ end
 -- hand-over); the wallet's other jobs wait, oldest first, in the list `<parked prefix><sha1>`.
 -- Reads and writes go through `W` (a cache flushed once per script with one HSET and one
 -- HDEL), so a batch costs O(1) commands on the busy hash whatever its size.
-local W = {key = nil, parked_prefix = '', cache = {}, dirty = {}, pushes = 0}
+local W = {key = nil, parked_prefix = '', cache = {}, dirty = {}, pushes = 0, mark = nil}
 
 local function wallets_init(busy_key, parked_prefix)
   W.key, W.parked_prefix = busy_key, parked_prefix
@@ -86,14 +86,14 @@ local function wallet_release(w, id, queue_key, schedule_key, now)
   if holder ~= id then return end
   while n > 0 do
     n = n - 1
-    local nxt = redis.call('LPOP', parked_key(w))
+    -- Oldest parked job to the RPOP side of the queue (it has waited longest): one command.
+    local nxt = redis.call('LMOVE', parked_key(w), queue_key, 'LEFT', 'RIGHT')
     if not nxt then break end
     local ok, job = pcall(cjson.decode, nxt)
     if ok and type(job) == 'table' and type(job.id) == 'string' then
       wallet_set(w, job.id, n)
-      redis.call('RPUSH', queue_key, nxt)  -- RPOP side: it has waited longest
       W.pushes = W.pushes + 1
-      redis.call('ZADD', schedule_key, 'LT', now, QUEUE_MARKER)
+      W.mark = {schedule_key, now}
       return
     end
   end
@@ -101,6 +101,9 @@ local function wallet_release(w, id, queue_key, schedule_key, now)
 end
 
 local function wallets_flush()
+  if W.mark then  -- the queue holds handed-over jobs: one mark for all of them
+    redis.call('ZADD', W.mark[1], 'LT', W.mark[2], QUEUE_MARKER)
+  end
   local set, del = {}, {}
   for w in pairs(W.dirty) do
     local v = W.cache[w]
