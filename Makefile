@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
-.PHONY: install dev test lint bench package clean tools openapi
+.PHONY: install dev test lint bench bench-peers package clean tools openapi
 
 install: $(STAMP) node_modules/.installed
 
@@ -46,8 +46,17 @@ openapi: install
 bench: install
 	$(BIN)/python -m bench
 
+# Peers in their own venv: arq pins redis < 6. BullMQ comes from package-lock.json.
+.venv-peers/.installed: bench/peers/requirements.lock
+	test -x .venv-peers/bin/python || $(PYTHON) -m venv .venv-peers
+	.venv-peers/bin/python -m pip install --quiet -r bench/peers/requirements.lock
+	touch $@
+
+bench-peers: install .venv-peers/.installed
+	$(BIN)/python -m bench.peers
+
 package: install
 	AWS_EC2_METADATA_DISABLED=true sls package
 
 clean:
-	rm -rf $(VENV) node_modules .serverless .requirements-cache
+	rm -rf $(VENV) .venv-peers node_modules .serverless .requirements-cache
