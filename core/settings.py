@@ -139,6 +139,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "bool": _parse_bool,
 }
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _POSITIVE = (
     "upstash_timeout_ms",
     "auth_max_token_ttl_s",
@@ -186,6 +187,10 @@ def _check(v: dict[str, Any]) -> dict[str, str]:
         problems["SERIALIZE_BY"] = "must be wallet, user or none"
     if v.get("job_valid_for_s") is not None and not 1 <= v["job_valid_for_s"] <= 86400:
         problems["JOB_VALID_FOR_S"] = "must be between 1 and 86400 seconds"
+    if "log_level" in v:
+        v["log_level"] = v["log_level"].upper()
+        if v["log_level"] not in _LOG_LEVELS:
+            problems["LOG_LEVEL"] = "must be one of " + ", ".join(_LOG_LEVELS)
     if ":" not in v.get("rebalance_processor", "m:f"):
         problems["REBALANCE_PROCESSOR"] = "must look like module:function"
     problems.update(_check_security(v))

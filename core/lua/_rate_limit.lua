@@ -19,7 +19,10 @@ local function rate_limit_check(rate_key, now_ms, window_ms, limit)
   if #kept >= limit then
     -- The request fits once the entry `limit` places from the newest leaves the window.
     local blocking = kept[#kept - limit + 1]
-    return false, blocking + window_ms - now_ms, kept
+    -- Callers' clocks disagree by a few ms: an entry stamped after `now` must not make the
+    -- wait longer than one window.
+    local wait = math.min(window_ms, math.max(1, blocking + window_ms - now_ms))
+    return false, wait, kept
   end
   return true, 0, kept
 end

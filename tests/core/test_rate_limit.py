@@ -101,3 +101,15 @@ def test_atomic_under_concurrency(settings: Settings, backend) -> None:
 def test_retry_after_is_whole_seconds_rounded_up(wait_ms: int, seconds: int) -> None:
     """Retry-After rounds up and is never 0."""
     assert retry_after_s(wait_ms) == seconds
+
+
+def test_retry_after_never_exceeds_the_window_when_clocks_disagree(
+    rest: RestClient, backend
+) -> None:
+    """Ten callers whose clocks ran 10..19 ms ahead fill the window; a caller at `now` is
+    told to wait at most the window (60 s), not 61 s."""
+    for skew in range(10, 20):
+        assert check_rate_limit(rest, "skewed", now_ms=T0 + skew).allowed
+    blocked = check_rate_limit(rest, "skewed", now_ms=T0)
+    assert not blocked.allowed
+    assert blocked.retry_after_s == 60

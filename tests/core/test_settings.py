@@ -13,7 +13,7 @@ BASE = {"UPSTASH_REDIS_REST_URL": "https://db.upstash.io", "UPSTASH_REDIS_REST_T
 def test_defaults_follow_the_design() -> None:
     s = Settings.from_env(BASE)
     assert (s.rate_limit_max, s.rate_limit_window_s, s.max_body_bytes) == (10, 60, 16384)
-    assert (s.job_max_attempts, s.drain_batch_size, s.drain_backoff_factor) == (5, 10, 1.5)
+    assert (s.job_max_attempts, s.drain_batch_size, s.drain_backoff_factor) == (5, 100, 1.5)
     assert (s.drain_poll_interval_ms, s.drain_poll_max_interval_ms) == (500, 5000)
     assert s.drain_idle_exit_ms is None
 
@@ -101,3 +101,10 @@ def test_security_settings_have_their_defaults_and_bounds() -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({**BASE, **bad})
     assert set(caught.value.problems) == set(bad)
+
+
+def test_log_level_is_case_insensitive_and_checked() -> None:
+    base = {"UPSTASH_REDIS_REST_URL": "https://x.upstash.io", "UPSTASH_REDIS_REST_TOKEN": "t"}
+    assert Settings.from_env({**base, "LOG_LEVEL": "debug"}).log_level == "DEBUG"
+    with pytest.raises(ConfigError, match="LOG_LEVEL"):
+        Settings.from_env({**base, "LOG_LEVEL": "chatty"})
