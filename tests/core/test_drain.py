@@ -318,3 +318,28 @@ def test_at_the_defaults_a_batch_is_one_round_trip_and_a_job_bills_at_most_one_a
     # first claim + one per batch (the last one finds the queue empty and stops)
     assert rest.round_trips - trips == 1 + summary.batches
     assert bill.total / jobs <= 1.5, bill.by_command
+
+
+def test_sync_processors_get_as_many_threads_as_the_concurrency(
+    rest: RestClient, backend: valkey.Valkey
+) -> None:
+    """20 blocking 0.5 s jobs at concurrency 20 all run at once on the drain's own threads
+    (asyncio's default pool has cpu_count + 4), so none times out inside a 2 s lease."""
+    for i in range(20):
+        queue.enqueue(Q, {"i": i}, client=rest)
+    running, peak = 0, 0
+    lock = threading.Lock()
+
+    def blocking(job: Job) -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.5)
+        with lock:
+            running -= 1
+
+    options = DrainOptions(**{**FAST.__dict__, "batch_size": 20, "concurrency": 20})
+    summary = run(rest, blocking, QueuePolicy(lease_ms=2000), options=options)
+    assert (summary["succeeded"], summary["retried"]) == (20, 0)
+    assert peak == 20
