@@ -183,6 +183,15 @@ def _check(v: dict[str, Any]) -> dict[str, str]:
         problems["SIM_FAILURE_RATE"] = "must be between 0 and 1"
     if v.get("retry_max_delay_ms", 60_000) < v.get("retry_base_delay_ms", 1000):
         problems["RETRY_MAX_DELAY_MS"] = "must be at least RETRY_BASE_DELAY_MS"
+    if ":" not in v.get("rebalance_processor", "m:f"):
+        problems["REBALANCE_PROCESSOR"] = "must look like module:function"
+    problems.update(_check_jobs(v))
+    problems.update(_check_security(v))
+    return problems
+
+
+def _check_jobs(v: dict[str, Any]) -> dict[str, str]:
+    problems: dict[str, str] = {}
     if v.get("serialize_by", "wallet") not in ("wallet", "user", "none"):
         problems["SERIALIZE_BY"] = "must be wallet, user or none"
     if v.get("job_valid_for_s") is not None and not 1 <= v["job_valid_for_s"] <= 86400:
@@ -191,9 +200,6 @@ def _check(v: dict[str, Any]) -> dict[str, str]:
         v["log_level"] = v["log_level"].upper()
         if v["log_level"] not in _LOG_LEVELS:
             problems["LOG_LEVEL"] = "must be one of " + ", ".join(_LOG_LEVELS)
-    if ":" not in v.get("rebalance_processor", "m:f"):
-        problems["REBALANCE_PROCESSOR"] = "must look like module:function"
-    problems.update(_check_security(v))
     return problems
 
 
