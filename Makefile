@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
-.PHONY: install dev test lint bench bench-peers package clean tools openapi
+.PHONY: install dev test test-fast lint bench bench-peers package invoke clean tools openapi
 
 install: $(STAMP) node_modules/.installed
 
@@ -58,5 +58,15 @@ bench-peers: install .venv-peers/.installed
 package: install
 	AWS_EC2_METADATA_DISABLED=true sls package
 
+# One Lambda function as Lambda calls it, from any shell: `make invoke FN=drain
+# EVENT=events/drain.json ARGS="-e DRAIN_IDLE_EXIT_MS=500"` (the venv's python3 comes first).
+invoke: install
+	AWS_EC2_METADATA_DISABLED=true sls invoke local -f $(FN) --path $(EVENT) $(ARGS)
+
+# The suite without the long end-to-end tests, for the edit-test loop (make test runs all).
+test-fast: install tools
+	$(BIN)/python -m pytest -m "not slow"
+
 clean:
-	rm -rf $(VENV) .venv-peers node_modules .serverless .requirements-cache
+	rm -rf $(VENV) .venv-peers node_modules .serverless .requirements-cache .hypothesis \
+		.ruff_cache .pytest_cache *.egg-info bench/results.md bench/peers.md

@@ -2,7 +2,8 @@
 
 Each target is a module `cli.check_<target>` exposing
 `run_checks(settings) -> list[tuple[name, passed, detail]]`, imported only when asked for.
-One line per check, `PASS name` or `FAIL name: reason`; the exit status is 1 if any failed.
+One line per check, `PASS name` or `FAIL name: reason`; the exit status is 1 if any failed,
+2 if the settings themselves are invalid.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         settings = Settings.from_env()
-    except ConfigError as exc:
-        return report([("config", False, str(exc))])
+    except ConfigError as exc:  # a setting to fix: exit 2, like every other command
+        report([("config", False, str(exc))])
+        return 2
     try:
         module = importlib.import_module(f"cli.check_{args.target}")
     except ModuleNotFoundError as exc:

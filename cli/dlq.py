@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     replay = actions.add_parser("replay", help="put dead jobs back on the queue as new")
     replay.add_argument("job_ids", nargs="*", metavar="JOB_ID")
     replay.add_argument("--all", action="store_true", dest="all_jobs")
-    actions.add_parser("purge", help="drop every dead job")
+    purge = actions.add_parser("purge", help="drop every dead job (asks for --yes)")
+    purge.add_argument("--yes", action="store_true", help="really drop them")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,7 +27,10 @@ def run(args: argparse.Namespace) -> int:
     name = args.queue or keys.REQUEST_QUEUE
     client = get_client()
     if args.action == "list":
-        for job in queue.list_dead(client, name, args.limit):
+        dead = queue.list_dead(client, name, args.limit)
+        if not dead:  # on stderr: stdout stays JSON lines only
+            print("no dead jobs", file=sys.stderr)
+        for job in dead:
             print(
                 json.dumps(
                     {
@@ -40,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
             )
         return 0
     if args.action == "purge":
+        if not args.yes:
+            count = queue.depth(client, name)["dead"]
+            print(f"would purge {count} dead job(s): run again with --yes to drop them")
+            return 2
         print(f"purged {queue.purge(client, name)} dead job(s)")
         return 0
     if bool(args.job_ids) == args.all_jobs:

@@ -74,8 +74,8 @@ def test_unreachable_tcp_fails_only_tcp(stack: Stack, backend: valkey.Valkey) ->
 
 
 def test_missing_configuration_fails(stack: Stack) -> None:
-    """No Upstash variables: one FAIL line naming them, exit status 1."""
+    """No Upstash variables: one FAIL line naming them, exit status 2 (bad settings)."""
     result = check({})
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert lines(result)[0].startswith("FAIL config:")
     assert "UPSTASH_REDIS_REST_URL" in result.stdout

@@ -86,8 +86,13 @@ def test_dlq_list_replay_and_purge(
         [Outcome(j, "dead", 1.0, error="again") for j in queue.claim(rest, Q, 3, one).jobs],
         one,
     )
-    purged = rebalance(env, "dlq", "purge")
+    asked = rebalance(env, "dlq", "purge")
+    assert asked.returncode == 2 and "would purge 3 dead job(s)" in asked.stdout
+    assert backend.llen(keys.dead_key(Q)) == 3
+    purged = rebalance(env, "dlq", "purge", "--yes")
     assert "purged 3 dead job(s)" in purged.stdout
+    empty = rebalance(env, "dlq", "list")
+    assert (empty.stdout, empty.stderr.strip()) == ("", "no dead jobs")
     assert backend.llen(keys.dead_key(Q)) == 0
 
 

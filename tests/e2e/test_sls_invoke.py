@@ -166,3 +166,39 @@ def test_any_http_api_v2_event_base64_body_query_strings_path_parameters(
     answer = sls.invoke("metrics", metrics, stack.env())
     assert answer.status == 422, answer.output
     assert answer.json()["error"]["code"]
+
+
+def test_make_invoke_runs_a_function_from_a_plain_shell(
+    stack: Stack, backend: valkey.Valkey
+) -> None:
+    """The README's line works as pasted: no virtualenv on PATH, no VIRTUAL_ENV exported."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from core import keys, queue
+    from core.redis import RestClient
+
+    repo = Path(__file__).resolve().parents[2]
+    client = RestClient(stack.url, stack.token)
+    job_id = queue.enqueue(keys.REQUEST_QUEUE, {"n": 1}, client=client)
+    client.close()
+    plain_path = os.pathsep.join(
+        p for p in os.environ["PATH"].split(os.pathsep) if not p.startswith(str(repo))
+    )
+    env = {
+        name: value for name, value in os.environ.items()
+        if name not in ("VIRTUAL_ENV", "PYTHONPATH") and not name.startswith(("AWS_", "UPSTASH_"))
+    }  # fmt: skip
+    env.update(
+        PATH=plain_path, UPSTASH_REDIS_REST_URL=stack.url, UPSTASH_REDIS_REST_TOKEN=stack.token,
+        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1",
+    )  # fmt: skip
+    done = subprocess.run(
+        ["make", "-s", "invoke", "FN=drain", "EVENT=events/drain.json",
+         "ARGS=-e DRAIN_IDLE_EXIT_MS=300 -e DRAIN_SAFETY_MARGIN_MS=0"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert '"succeeded": 1' in done.stdout, done.stdout[-2000:]
+    assert json.loads(backend.get(keys.job_key(job_id)))["status"] == "succeeded"
