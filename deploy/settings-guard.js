@@ -1,14 +1,28 @@
 'use strict';
 
-// Local plugin: refuse to deploy functions whose settings resolved empty.
+// Local plugin: refuse to deploy functions whose settings are missing, or that would carry a
+// secret's value.
 //
-// Stage `dev` reads the settings from the shell's environment and leaves them empty when
-// unset, so that `make package` and `sls invoke local` work offline; deploying that would
-// ship functions that cannot start. On `sls deploy` (and `sls deploy function`) this stops
-// before the package is built and before any AWS call, naming what is missing and where it
-// is read from. Other commands are not concerned.
+// A deployed function gets each secret as the *name* of an SSM SecureString parameter
+// (`X_SSM_PARAMETER`) and reads it at its cold start, so that no secret value is in the
+// template, the state file or the deployment bucket. Stage `dev` also fills `X` from the
+// shell's environment, for `sls invoke local`; deploying that would ship the value. On
+// `sls deploy` (and `sls deploy function`) this stops before the package is built and before
+// any AWS call, naming each function with what it lacks or would leak; a prebuilt package
+// (`sls deploy --package DIR`) is checked again, on its compiled template, before the upload.
+// Other commands are not concerned.
 
 const REQUIRED = ['UPSTASH_REDIS_REST_URL', 'UPSTASH_REDIS_REST_TOKEN'];
+// The values that must never reach an artifact (DESIGN.md, Configuration).
+const SECRETS = [
+  'UPSTASH_REDIS_REST_TOKEN',
+  'AUTH_JWT_SECRET',
+  'METRICS_SCRAPE_TOKEN',
+  'REBALANCE_WEBHOOK_SECRET',
+];
+const SUFFIX = '_SSM_PARAMETER';
+
+const filled = (env, key) => env[key] !== undefined && String(env[key]).trim() !== '';
 
 class SettingsGuard {
   constructor(serverless) {
@@ -16,6 +30,7 @@ class SettingsGuard {
     this.hooks = {
       'package:initialize': () => this.check(),
       'deploy:function:initialize': () => this.check(),
+      'before:deploy:deploy': () => this.checkTemplate(),
     };
   }
 
@@ -24,33 +39,67 @@ class SettingsGuard {
     return commands[0] === 'deploy';
   }
 
-  problems(name, fn) {
-    const env = { ...(this.serverless.service.provider.environment || {}), ...(fn.environment || {}) };
-    const empty = (key) => env[key] === undefined || String(env[key]).trim() === '';
-    const found = REQUIRED.filter(empty);
-    const http = (fn.events || []).some((event) => event.httpApi);
+  missing(env, http) {
+    const set = (key) => filled(env, key) || filled(env, key + SUFFIX);
+    const found = REQUIRED.filter((key) => !set(key));
     const trusted = String(env.AUTH_TRUST_AUTHORIZER).toLowerCase() === 'true';
-    if (http && !trusted && empty('AUTH_JWT_SECRET') && empty('AUTH_JWKS_URL')) {
+    if (http && !trusted && !set('AUTH_JWT_SECRET') && !filled(env, 'AUTH_JWKS_URL')) {
       found.push('AUTH_JWT_SECRET or AUTH_JWKS_URL');
     }
-    return found.length ? [`${name}: ${found.join(', ')}`] : [];
+    return found;
+  }
+
+  environments() {
+    const service = this.serverless.service;
+    return service.getAllFunctions().map((name) => {
+      const fn = service.getFunction(name);
+      const env = { ...(service.provider.environment || {}), ...(fn.environment || {}) };
+      return { name, env, http: (fn.events || []).some((event) => event.httpApi) };
+    });
   }
 
   check() {
     if (!this.isDeploy()) return;
-    const service = this.serverless.service;
-    const problems = service
-      .getAllFunctions()
-      .flatMap((name) => this.problems(name, service.getFunction(name)));
-    if (!problems.length) return;
-    const stage = this.serverless.getProvider('aws').getStage();
-    const where =
-      stage === 'dev'
-        ? 'Stage dev reads them from the environment of the shell that runs sls: export them.'
-        : `Stage ${stage} reads them from SSM parameters under /agent-rebalance/${stage}/ ` +
-          '(or --param), see docs/deploy.md.';
+    const functions = this.environments();
+    const missing = functions.flatMap(({ name, env, http }) => {
+      const found = this.missing(env, http);
+      return found.length ? [`${name}: ${found.join(', ')}`] : [];
+    });
+    if (missing.length) this.refuseMissing(missing);
+    this.refuseLeaks(functions);
+  }
+
+  // A prebuilt package skips packaging: read what it would deploy.
+  checkTemplate() {
+    const resources = this.serverless.service.provider.compiledCloudFormationTemplate.Resources;
+    const functions = Object.entries(resources)
+      .filter(([, resource]) => resource.Type === 'AWS::Lambda::Function')
+      .map(([name, resource]) => ({
+        name,
+        env: ((resource.Properties || {}).Environment || {}).Variables || {},
+      }));
+    this.refuseLeaks(functions);
+  }
+
+  refuseLeaks(functions) {
+    const leaks = functions.flatMap(({ name, env }) => {
+      const found = SECRETS.filter((key) => filled(env, key));
+      return found.length ? [`${name}: ${found.join(', ')}`] : [];
+    });
+    if (!leaks.length) return;
     throw new this.serverless.classes.Error(
-      `Refusing to deploy functions with empty settings:\n  ${problems.join('\n  ')}\n${where}`,
+      `Refusing to deploy secret values in plain text:\n  ${leaks.join('\n  ')}\n` +
+        'Deployed functions read secrets from SSM at run time (docs/deploy.md); stage dev ' +
+        'takes these from the shell for `sls invoke local`: unset them before `sls deploy`.',
+      'SECRET_IN_ARTIFACT'
+    );
+  }
+
+  refuseMissing(problems) {
+    throw new this.serverless.classes.Error(
+      `Refusing to deploy functions with empty settings:\n  ${problems.join('\n  ')}\n` +
+        'Each needs the name of its SSM parameter (the ...Parameter params of serverless.yml, ' +
+        'see docs/deploy.md) or, for non-secrets, a value.',
       'EMPTY_SETTINGS'
     );
   }
