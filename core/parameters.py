@@ -3,8 +3,9 @@
 A deployed function's environment holds the *name* of a parameter, never its value:
 `UPSTASH_REDIS_REST_TOKEN_SSM_PARAMETER=/agent-rebalance/prod/upstash-token`. `resolve`
 returns the environment with each such variable's value filled in (decrypted), in one
-`GetParameters` call for all of them. A plain value wins over a parameter name, so dev and
-`sls invoke local` keep working from ordinary variables without AWS.
+`GetParameters` call for all of them. A plain value wins over a parameter name, and under
+`sls invoke local` (which sets `IS_LOCAL=true`) names are ignored: dev keeps working from
+ordinary variables, without AWS.
 
 boto3 is imported here, inside `fetch`, and only when a name is present: the request path of
 dev and of the tests never loads it, and a deployed function pays for it once per cold start
@@ -55,7 +56,7 @@ def wanted(environ: Mapping[str, str]) -> dict[str, str]:
 def resolve(environ: Mapping[str, str], fetch: Fetch | None = None) -> Resolved:
     """`environ` with every `X_SSM_PARAMETER` resolved into `X`; no call when there is none."""
     names = wanted(environ)
-    if not names:
+    if not names or environ.get("IS_LOCAL") == "true":
         return Resolved(dict(environ), {})
     fetched = (fetch or fetch_from_ssm)(sorted(set(names.values())))
     register_secrets(*fetched.values.values())

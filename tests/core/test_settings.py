@@ -134,6 +134,8 @@ def test_a_plain_value_wins_and_no_name_means_no_call() -> None:
     s = Settings.from_env({**BASE, **NAMED, "AUTH_JWT_SECRET": "plain"}, fetch=refuse)
     assert (s.upstash_redis_rest_token, s.auth_jwt_secret) == ("tok", "plain")
     assert Settings.from_env(BASE, fetch=refuse).upstash_redis_rest_token == "tok"
+    with pytest.raises(ConfigError, match="UPSTASH_REDIS_REST_TOKEN: is required"):
+        Settings.from_env({**NAMED, "IS_LOCAL": "true"}, fetch=refuse)  # sls invoke local
 
 
 def test_missing_required_parameter_is_named_and_optional_one_stays_empty(ssm: Any) -> None:
