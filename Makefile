@@ -42,8 +42,10 @@ test: install tools lint
 bench: install
 	$(BIN)/python -m bench
 
+# STAGE=prod packages what `sls deploy --stage prod --package .serverless` ships.
+STAGE ?= dev
 package: install
-	AWS_EC2_METADATA_DISABLED=true sls package
+	AWS_EC2_METADATA_DISABLED=true sls package --stage $(STAGE)
 
 clean:
 	rm -rf $(VENV) node_modules .serverless .requirements-cache
