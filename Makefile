@@ -55,8 +55,10 @@ bench: install
 bench-peers: install .venv-peers/.installed
 	$(BIN)/python -m bench.peers
 
+# STAGE=prod packages what `sls deploy --stage prod --package .serverless` ships.
+STAGE ?= dev
 package: install
-	AWS_EC2_METADATA_DISABLED=true sls package
+	AWS_EC2_METADATA_DISABLED=true sls package --stage $(STAGE)
 
 # One Lambda function as Lambda calls it, from any shell: `make invoke FN=drain
 # EVENT=events/drain.json ARGS="-e DRAIN_IDLE_EXIT_MS=500"` (the venv's python3 comes first).

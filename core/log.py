@@ -12,6 +12,11 @@ Secrets never reach a line. Three nets, applied to the whole rendered line:
   `METRICS_SCRAPE_TOKEN`, `REBALANCE_WEBHOOK_SECRET`, the password in `REDIS_URL`), read from
   the environment at each line, and any value given to `register_secrets`, are replaced.
 
+Inside AWS Lambda every line also carries `function_name`, `cold_start` (true for the lines of
+the process's first invocation and of its init), `request_id` (bound by the handler, or set on
+the record by the runtime's own log filter) and, when Lambda passes one (X-Ray tracing),
+`trace_id`: what CloudWatch Logs Insights needs to group a cold start or follow a trace.
+
 Inside AWS Lambda the runtime has already installed a handler on the root logger, which
 writes to CloudWatch with its own framing: `configure` gives that handler our formatter
 instead of adding a second one, so every record is written once.
@@ -62,6 +67,8 @@ _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _MIN_SECRET = 4  # shorter values would mask ordinary words
 MASK = "***"
 _secrets: set[str] = set()
+# The first request id this process logged: its lines (and the init's) are the cold start.
+_first_request: list[str] = []
 
 
 def get_logger(name: str) -> logging.Logger:
@@ -134,12 +141,46 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "event": record.getMessage(),
+            **_lambda_fields(record),
             **_context.get({}),
             **getattr(record, "fields", {}),
         }
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
         return redact(json.dumps(mask(data), default=str, ensure_ascii=False))
+
+
+def _lambda_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """function_name, cold_start, request_id and trace_id of the invocation, in Lambda only."""
+    function = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+    if not function:
+        return {}
+    # The runtime's LambdaLoggerFilter sets `aws_request_id` on records of its own handler.
+    request_id = _context.get({}).get("request_id") or getattr(record, "aws_request_id", "")
+    fields: dict[str, Any] = {"function_name": function, "cold_start": _is_cold(request_id)}
+    if request_id:
+        fields["request_id"] = request_id
+    trace_id = _trace_id(os.environ.get("_X_AMZN_TRACE_ID", ""))
+    if trace_id:
+        fields["trace_id"] = trace_id
+    return fields
+
+
+def _is_cold(request_id: str) -> bool:
+    if not request_id:
+        return not _first_request  # before any invocation: the init
+    if not _first_request:
+        _first_request.append(request_id)
+    return _first_request[0] == request_id
+
+
+def _trace_id(header: str) -> str:
+    """`Root=1-5759e988-bd862e3fe1be46a994272793;Parent=…;Sampled=1` -> the Root."""
+    for part in header.split(";"):
+        key, _, value = part.partition("=")
+        if key.strip() == "Root":
+            return value.strip()
+    return ""
 
 
 def _in_lambda() -> bool:

@@ -4,6 +4,9 @@ Every variable the project reads is declared in `Settings` below, with its defau
 collects every problem before raising, so one `ConfigError` names every bad variable.
 Only `UPSTASH_REDIS_REST_URL` and `UPSTASH_REDIS_REST_TOKEN` are always required; the auth
 variables are checked by the code that authenticates (the drain does not need them).
+
+A deployed function gets secrets as SSM parameter names (`X_SSM_PARAMETER`), resolved once by
+`core.parameters` before parsing; a plain `X` wins (dev, `sls invoke local`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from core.errors import ConfigError
+from core.parameters import Fetch, resolve
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -81,9 +85,15 @@ class Settings:
         return self.upstash_timeout_ms / 1000
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Parse `environ` (default `os.environ`); raise `ConfigError` naming every problem."""
-        env = os.environ if environ is None else environ
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, fetch: Fetch | None = None
+    ) -> Settings:
+        """Parse `environ` (default `os.environ`); raise `ConfigError` naming every problem.
+
+        Variables given as SSM parameter names are resolved first (`fetch`: for tests).
+        """
+        resolved = resolve(os.environ if environ is None else environ, fetch)
+        env = resolved.environ
         values: dict[str, Any] = {}
         problems: dict[str, str] = {}
         for f in fields(cls):
@@ -97,6 +107,7 @@ class Settings:
                 problems[name] = str(exc)
         for name, why in _check(values).items():
             problems.setdefault(name, why)
+        _explain_missing_parameters(problems, resolved.missing)
         if problems:
             raise ConfigError(problems)
         return cls(**values)
@@ -235,6 +246,17 @@ def _check_connection(v: dict[str, Any]) -> dict[str, str]:
     if redis_url and urlparse(redis_url).scheme not in ("redis", "rediss", "unix"):
         problems["REDIS_URL"] = "must be a redis://, rediss:// or unix:// URL"
     return problems
+
+
+# --- SSM parameters (deployed secrets, see core.parameters) ---
+
+
+def _explain_missing_parameters(problems: dict[str, str], missing: Mapping[str, str]) -> None:
+    """A variable that failed because its parameter does not exist says so; an optional one
+    whose parameter is missing stays empty, like an unset variable."""
+    for variable, name in missing.items():
+        if variable in problems:
+            problems[variable] = f"SSM parameter {name} does not exist"
 
 
 @lru_cache(maxsize=1)

@@ -3,20 +3,26 @@
 Settings, the Redis client and the processor are built once per cold start; a bad
 `REBALANCE_PROCESSOR` fails the first invocation with a `ConfigError` naming it, before any
 job is claimed. The invocation runs until the Lambda's remaining time, less
-`DRAIN_SAFETY_MARGIN_MS`, and returns the drain summary.
+`DRAIN_SAFETY_MARGIN_MS`, and returns the drain summary, after logging it once more as
+CloudWatch metrics in embedded metric format (`core.emf`).
 """
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Any
 
 from core.drain import DrainOptions, drain
-from core.log import bind, configure
+from core.emf import drain_metrics
+from core.log import bind, configure, get_logger
+from core.log import event as log_event
 from core.processors import Processor, load_processor
 from core.queue import QueuePolicy
 from core.redis import get_client
 from core.settings import get_settings
+
+log = get_logger("handlers.drain")
 
 
 @lru_cache(maxsize=1)
@@ -36,4 +42,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             policy=QueuePolicy.from_settings(settings),
             options=DrainOptions.from_settings(settings),
         )
-    return summary.as_dict()
+        result = summary.as_dict()
+        function = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "agent-rebalance-drain")
+        log_event(log, "drain.metrics", **drain_metrics(result, function))
+    return result

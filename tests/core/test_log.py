@@ -169,3 +169,40 @@ def test_credentials_in_urls_are_masked() -> None:
     for secret in ("s3cr3t-pw", "AKIA123", "abcdef", "tok-9"):
         assert secret not in text
     assert "page=2" in text and "q=ok" in text and "https://svc:***@api.example.com" in text
+
+
+def test_in_lambda_every_line_carries_function_cold_start_request_and_trace(
+    lines: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first invocation's lines are the cold start; later ones are not; the trace id is
+    the Root of the X-Ray header; a record stamped by the runtime's filter keeps its id."""
+    monkeypatch.setattr(log, "_first_request", [])
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "agent-rebalance-prod-drain")
+    trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", trace)
+    logger = log.get_logger("handlers.drain")
+    logger.info("init")
+    with log.bind(request_id="req-1"):
+        log.event(logger, "drain.done")
+    with log.bind(request_id="req-2"):
+        log.event(logger, "drain.done")
+    logger.info("from the runtime", extra={"aws_request_id": "req-3"})
+    first, cold, warm, stamped = records(lines)
+    assert first["cold_start"] is True and "request_id" not in first
+    assert (cold["request_id"], cold["cold_start"]) == ("req-1", True)
+    assert (warm["request_id"], warm["cold_start"]) == ("req-2", False)
+    assert (stamped["request_id"], stamped["cold_start"]) == ("req-3", False)
+    for record in (first, cold, warm, stamped):
+        assert record["function_name"] == "agent-rebalance-prod-drain"
+        assert record["trace_id"] == "1-5759e988-bd862e3fe1be46a994272793"
+
+
+def test_outside_lambda_lines_carry_no_lambda_fields(
+    lines: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make dev` and the CLI keep their lines as they were."""
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", "Root=1-abc;Sampled=0")
+    log.get_logger("test").info("hello")
+    (record,) = records(lines)
+    assert not {"function_name", "cold_start", "trace_id"} & set(record)

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
 
+import boto3
+import pytest
+from moto import mock_aws
+
+from core import log, parameters
 from core.errors import ConfigError
 from core.settings import Settings
 
@@ -108,3 +116,90 @@ def test_log_level_is_case_insensitive_and_checked() -> None:
     assert Settings.from_env({**base, "LOG_LEVEL": "debug"}).log_level == "DEBUG"
     with pytest.raises(ConfigError, match="LOG_LEVEL"):
         Settings.from_env({**base, "LOG_LEVEL": "chatty"})
+
+
+# --- secrets as SSM parameter names (core.parameters), resolved against moto ---
+
+NAMED = {
+    "UPSTASH_REDIS_REST_URL_SSM_PARAMETER": "/agent-rebalance/prod/upstash-url",
+    "UPSTASH_REDIS_REST_TOKEN_SSM_PARAMETER": "/agent-rebalance/prod/upstash-token",
+    "AUTH_JWT_SECRET_SSM_PARAMETER": "/agent-rebalance/prod/auth-jwt-secret",
+}
+
+
+@pytest.fixture
+def ssm(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """An in-process moto SSM with dummy credentials; nothing leaves the process."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SSM", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    with mock_aws():
+        yield boto3.client("ssm")
+
+
+def _put(ssm: Any, name: str, value: str) -> None:
+    ssm.put_parameter(Name=name, Value=value, Type="SecureString")
+
+
+def test_parameter_names_resolve_to_decrypted_values_in_one_call(ssm: Any) -> None:
+    """Each `X_SSM_PARAMETER` becomes X's value, read decrypted from SSM."""
+    _put(ssm, NAMED["UPSTASH_REDIS_REST_URL_SSM_PARAMETER"], "https://eu1-x.upstash.io")
+    _put(ssm, NAMED["UPSTASH_REDIS_REST_TOKEN_SSM_PARAMETER"], "AXrt-real-token-0123")
+    _put(ssm, NAMED["AUTH_JWT_SECRET_SSM_PARAMETER"], "jwt-signing-secret-4567")
+    s = Settings.from_env(NAMED)
+    assert s.upstash_redis_rest_url == "https://eu1-x.upstash.io"
+    assert (s.upstash_redis_rest_token, s.auth_jwt_secret) == (
+        "AXrt-real-token-0123",
+        "jwt-signing-secret-4567",
+    )
+    assert "jwt-signing-secret-4567" not in log.redact("key jwt-signing-secret-4567")
+
+
+def test_a_plain_value_wins_and_no_name_means_no_call() -> None:
+    """Dev and `sls invoke local`: plain variables are used as they are, SSM is never asked."""
+
+    def refuse(names: Any) -> parameters.Fetched:
+        raise AssertionError(f"SSM asked for {names}")
+
+    s = Settings.from_env({**BASE, **NAMED, "AUTH_JWT_SECRET": "plain"}, fetch=refuse)
+    assert (s.upstash_redis_rest_token, s.auth_jwt_secret) == ("tok", "plain")
+    assert Settings.from_env(BASE, fetch=refuse).upstash_redis_rest_token == "tok"
+    with pytest.raises(ConfigError, match="UPSTASH_REDIS_REST_TOKEN: is required"):
+        Settings.from_env({**NAMED, "IS_LOCAL": "true"}, fetch=refuse)  # sls invoke local
+
+
+def test_missing_required_parameter_is_named_and_optional_one_stays_empty(ssm: Any) -> None:
+    """A missing Upstash token names its parameter; a missing JWT secret is simply empty."""
+    _put(ssm, NAMED["UPSTASH_REDIS_REST_URL_SSM_PARAMETER"], "https://eu1-x.upstash.io")
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(NAMED)
+    why = "SSM parameter /agent-rebalance/prod/upstash-token does not exist"
+    assert caught.value.problems == {"UPSTASH_REDIS_REST_TOKEN": why}
+    _put(ssm, NAMED["UPSTASH_REDIS_REST_TOKEN_SSM_PARAMETER"], "AXrt-real-token-0123")
+    assert Settings.from_env(NAMED).auth_jwt_secret == ""
+
+
+def test_unreachable_ssm_is_a_config_error_naming_the_parameters(
+    ssm: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No answer from SSM fails the cold start with the names, bounded in time."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", "http://127.0.0.1:9")
+    with pytest.raises(ConfigError) as caught:
+        parameters.fetch_from_ssm(["/agent-rebalance/prod/upstash-token"])
+    assert "/agent-rebalance/prod/upstash-token" in caught.value.problems["SSM"]
+
+
+def test_settings_without_names_never_import_boto3() -> None:
+    """The cold path of dev, tests and plain-variable deployments stays free of boto3."""
+    probe = (
+        "import sys; from core.settings import Settings; "
+        f"Settings.from_env({BASE!r}); print('boto3' in sys.modules, 'botocore' in sys.modules)"
+    )
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["False", "False"]

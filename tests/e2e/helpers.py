@@ -13,8 +13,10 @@ import copy
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -154,3 +156,41 @@ def for_job(event: dict[str, Any], job_id: str) -> dict[str, Any]:
     event["rawPath"] = event["requestContext"]["http"]["path"] = path
     event["pathParameters"] = {"jobId": job_id}
     return event
+
+
+# Realistic secret values, made anew each run: in the shell of `make package` (where stage
+# dev would read them) and in SSM for the deploy tests; no artifact may carry any of them.
+SECRETS = {
+    "UPSTASH_REDIS_REST_URL": "https://eu1-sure-hawk-31337.upstash.io",
+    "UPSTASH_REDIS_REST_TOKEN": "AXrtAAIjcDE" + secrets.token_urlsafe(30),
+    "AUTH_JWT_SECRET": secrets.token_hex(32),
+    "METRICS_SCRAPE_TOKEN": secrets.token_hex(32),
+    "REBALANCE_WEBHOOK_SECRET": "whsec_" + secrets.token_urlsafe(24),
+}
+# Where serverless.yml names them, for stage prod.
+PARAMETERS = {
+    "UPSTASH_REDIS_REST_URL": "/agent-rebalance/prod/upstash-url",
+    "UPSTASH_REDIS_REST_TOKEN": "/agent-rebalance/prod/upstash-token",
+    "AUTH_JWT_SECRET": "/agent-rebalance/prod/auth-jwt-secret",
+    "METRICS_SCRAPE_TOKEN": "/agent-rebalance/prod/metrics-scrape-token",
+    "REBALANCE_WEBHOOK_SECRET": "/agent-rebalance/prod/webhook-secret",
+}
+
+
+@dataclass
+class Build:
+    """The output of `make package STAGE=prod` in a copy of the tree."""
+
+    tree: Path
+    zip_path: Path
+    names: list[str]
+    template: dict[str, Any]
+    output: str
+
+    @property
+    def folder(self) -> Path:
+        return self.zip_path.parent
+
+    def read(self, name: str) -> bytes:
+        with zipfile.ZipFile(self.zip_path) as archive:
+            return archive.read(name)

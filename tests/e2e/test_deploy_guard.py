@@ -1,7 +1,8 @@
-"""`sls deploy` refuses functions whose settings resolved empty or unsafe, before building.
+"""`sls deploy` refuses functions whose settings are missing or would ship a secret's value,
+before building anything.
 
 Runs in a minimal copy of the service with dummy AWS credentials: were the guard missing,
-the deploy would go on to package and then fail on AWS, never with this message.
+the deploy would go on to package and then fail on AWS, never with these messages.
 """
 
 from __future__ import annotations
@@ -30,13 +31,17 @@ def _service_copy(root: Path) -> Path:
     return tree
 
 
-def test_deploy_with_empty_settings_is_refused_naming_them(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> None:
-    """Stage dev with nothing exported: every function is named with what it lacks."""
-    tree = _service_copy(tmp_path_factory.mktemp("guard"))
-    env = sls_environ(tmp_path_factory.mktemp("home"))
-    env["AUTH_JWT_SECRET"] = "set-but-not-enough"  # the Upstash variables stay unset
+def _deploy(
+    tmp: pytest.TempPathFactory, env_extra: dict[str, str], blank: str = ""
+) -> tuple[Path, str]:
+    """`sls deploy` in a copy, with `blank`'s line of serverless.yml set to '' if given."""
+    tree = _service_copy(tmp.mktemp("guard"))
+    if blank:
+        config = tree / "serverless.yml"
+        text = config.read_text()
+        line = next(line for line in text.splitlines() if line.strip().startswith(blank + ":"))
+        config.write_text(text.replace(line, f"{line.split(':')[0]}: ''"))
+    env = {**sls_environ(tmp.mktemp("home")), **env_extra}
     run = subprocess.run(
         ["sls", "deploy"],
         cwd=tree,
@@ -48,16 +53,38 @@ def test_deploy_with_empty_settings_is_refused_naming_them(
     )
     output = run.stdout + run.stderr
     assert run.returncode != 0, output
-    assert "Refusing to deploy functions with empty settings" in output
-    for function in ("submit", "status", "metrics", "drain"):
-        assert f"  {function}: UPSTASH_REDIS_REST_URL, UPSTASH_REDIS_REST_TOKEN\n" in output
-    assert "AUTH_JWKS_URL" not in output  # the secret is set: auth is not reported
-    assert "export them" in output
     assert not (tree / ".serverless").exists() or not list((tree / ".serverless").glob("*.zip"))
     assert not (tree / ".requirements-cache").exists()
+    return tree, output
 
 
-def _deploy(tree: Path, env: dict[str, str], *params: str) -> str:
+def test_deploy_of_secret_values_from_the_shell_is_refused_naming_them(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Stage dev with secrets exported (for `sls invoke local`): nothing is built or sent."""
+    _, output = _deploy(
+        tmp_path_factory,
+        {"AUTH_JWT_SECRET": "jwt-secret-from-shell", "UPSTASH_REDIS_REST_TOKEN": "AXrt-shell"},
+    )
+    assert "Refusing to deploy secret values in plain text" in output
+    for function in ("submit", "status", "metrics"):
+        assert f"  {function}: UPSTASH_REDIS_REST_TOKEN, AUTH_JWT_SECRET\n" in output
+    assert "  drain: UPSTASH_REDIS_REST_TOKEN\n" in output
+    assert "jwt-secret-from-shell" not in output and "AXrt-shell" not in output
+
+
+def test_deploy_without_a_parameter_name_is_refused_naming_it(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A required setting with neither a value nor a parameter name: every function is named."""
+    _, output = _deploy(tmp_path_factory, {}, blank="upstashTokenParameter")
+    assert "Refusing to deploy functions with empty settings" in output
+    for function in ("submit", "status", "metrics", "drain"):
+        assert f"  {function}: UPSTASH_REDIS_REST_TOKEN\n" in output
+    assert "AUTH_JWKS_URL" not in output  # the JWT secret's parameter name is there
+
+
+def _deploy_with(tree: Path, env: dict[str, str], *params: str) -> str:
     run = subprocess.run(
         ["sls", "deploy", *(f"--param={p}" for p in params)],
         cwd=tree,
@@ -75,12 +102,12 @@ def test_jwks_mode_needs_issuer_and_audience(tmp_path_factory: pytest.TempPathFa
     """AUTH_JWKS_URL without AUTH_ISSUER/AUTH_AUDIENCE would accept any audience: refused."""
     tree = _service_copy(tmp_path_factory.mktemp("guard-jwks"))
     env = sls_environ(tmp_path_factory.mktemp("home"))
-    env.update(UPSTASH_REDIS_REST_URL="https://u.example", UPSTASH_REDIS_REST_TOKEN="t")
-    output = _deploy(tree, env, "authJwksUrl=https://issuer.example/jwks.json")
+    env.update(UPSTASH_REDIS_REST_URL="https://u.example")
+    output = _deploy_with(tree, env, "authJwksUrl=https://issuer.example/jwks.json")
     for function in ("submit", "status", "metrics"):
         assert f"  {function}: AUTH_ISSUER (JWKS mode), AUTH_AUDIENCE (JWKS mode)\n" in output
     assert "  drain:" not in output
-    output = _deploy(
+    output = _deploy_with(
         tree,
         env,
         "authJwksUrl=https://issuer.example/jwks.json",
@@ -96,8 +123,8 @@ def test_trusting_the_authorizer_needs_one_on_every_jwt_route(
     named; the scrape route, which takes no JWT, is not."""
     tree = _service_copy(tmp_path_factory.mktemp("guard-authorizer"))
     env = sls_environ(tmp_path_factory.mktemp("home"))
-    env.update(UPSTASH_REDIS_REST_URL="https://u.example", UPSTASH_REDIS_REST_TOKEN="t")
-    output = _deploy(tree, env, "authTrustAuthorizer=true")
+    env.update(UPSTASH_REDIS_REST_URL="https://u.example")
+    output = _deploy_with(tree, env, "authTrustAuthorizer=true")
     assert "without a JWT authorizer on" in output
     for route in (
         "submit: POST /api/agent/rebalance\n",
@@ -115,7 +142,9 @@ const fns = JSON.parse(process.argv[2]);
 const serverless = {
   processedInput: {commands: ['deploy']},
   service: {
-    provider: {environment: {UPSTASH_REDIS_REST_URL: 'u', UPSTASH_REDIS_REST_TOKEN: 't'}},
+    provider: {
+      environment: {UPSTASH_REDIS_REST_URL: 'u', UPSTASH_REDIS_REST_TOKEN_SSM_PARAMETER: '/p'},
+    },
     getAllFunctions: () => Object.keys(fns),
     getFunction: (name) => fns[name],
   },

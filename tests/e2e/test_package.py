@@ -1,26 +1,16 @@
-"""`make package`: the deployable zip and CloudFormation template, built once per session.
-
-The build runs in a copy of the working tree (so that a concurrent build in the repository
-cannot interfere), with its virtualenv and node_modules linked in and the repository's
-`.requirements-cache` shared, and stale 3.11 bytecode planted in `core/` as a developer's
-tree would have it. Everything else of the repository is copied: tests, events, devstack,
-cli, docs... are there to be left out.
-"""
+"""`make package`: the deployable zip and CloudFormation template (the session's `build`,
+see conftest.py: stage prod, in a copy of the tree with everything else of the repository
+there to be left out, and stale 3.11 bytecode planted in `core/`)."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
-import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.helpers import REPO, sls_environ
+from tests.e2e.helpers import REPO, SECRETS, Build, sls_environ
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -100,65 +90,6 @@ REPOSITORY_ONLY = {
     "package.json",
     "openapi.json",
 }
-_COPY_IGNORE = shutil.ignore_patterns(
-    ".git",
-    ".venv",
-    "node_modules",
-    ".serverless",
-    ".requirements-cache",
-    "__pycache__",
-    "*.pyc",
-    ".pytest_cache",
-    ".ruff_cache",
-    "*.egg-info",
-)
-
-
-@dataclass
-class Build:
-    tree: Path
-    zip_path: Path
-    names: list[str]
-    template: dict[str, Any]
-    output: str
-
-    def read(self, name: str) -> bytes:
-        with zipfile.ZipFile(self.zip_path) as archive:
-            return archive.read(name)
-
-
-@pytest.fixture(scope="session")
-def build(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Build]:
-    """`make package` in a copy of the tree; the zip, its names and the template."""
-    tree = tmp_path_factory.mktemp("package") / "agent-rebalance"
-    shutil.copytree(REPO, tree, ignore=_COPY_IGNORE, symlinks=True)  # copy2 keeps mtimes
-    (REPO / ".requirements-cache").mkdir(exist_ok=True)
-    for name in (".venv", "node_modules", ".requirements-cache"):
-        (tree / name).symlink_to(REPO / name, target_is_directory=True)
-    stale = tree / "core" / "__pycache__" / "settings.cpython-311.pyc"
-    stale.parent.mkdir()
-    stale.write_bytes(b"stale bytecode of another interpreter")
-    env = sls_environ()
-    for name in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL"):  # a user's top-level make, not a sub-make
-        env.pop(name, None)
-    run = subprocess.run(
-        ["make", "package"],
-        cwd=tree,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-    )
-    output = run.stdout + run.stderr
-    assert run.returncode == 0, f"make package failed ({run.returncode}):\n{output}"
-    zip_path = tree / ".serverless" / "agent-rebalance.zip"
-    with zipfile.ZipFile(zip_path) as archive:
-        names = archive.namelist()
-    template = json.loads(
-        (tree / ".serverless" / "cloudformation-template-update-stack.json").read_text()
-    )
-    yield Build(tree, zip_path, names, template, output)
 
 
 def _top(name: str) -> str:
@@ -302,23 +233,31 @@ def test_every_function_has_error_and_throttle_alarms(build: Build) -> None:
     assert all(a["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms)
 
 
-def test_role_may_only_write_logs_and_secrets_go_where_used(build: Build) -> None:
-    """Least privilege: logs only; the drain holds no auth secret, the API no webhook secret."""
-    role = build.template["Resources"]["IamRoleLambdaExecution"]["Properties"]
-    actions = {
-        action
-        for policy in role["Policies"]
-        for statement in policy["PolicyDocument"]["Statement"]
-        for action in statement["Action"]
+def test_functions_get_parameter_names_of_the_secrets_they_use_and_no_value(
+    build: Build,
+) -> None:
+    """The drain names no auth secret, the API no webhook secret; no secret has a value."""
+    variables = {
+        name: props["Environment"]["Variables"]
+        for name, props in _functions(build.template).items()
     }
-    assert actions and all(action.startswith("logs:") for action in actions)
-    functions = _functions(build.template)
-    variables = {name: props["Environment"]["Variables"] for name, props in functions.items()}
-    assert "AUTH_JWT_SECRET" not in variables["DrainLambdaFunction"]
-    assert "METRICS_SCRAPE_TOKEN" in variables["MetricsLambdaFunction"]
-    for name in ("SubmitLambdaFunction", "StatusLambdaFunction", "MetricsLambdaFunction"):
-        assert "REBALANCE_WEBHOOK_SECRET" not in variables[name]
-        assert "AUTH_JWT_SECRET" in variables[name]
+    named = {
+        name: {
+            k.removesuffix("_SSM_PARAMETER")
+            for k, v in env.items()
+            if k.endswith("_SSM_PARAMETER") and v
+        }
+        for name, env in variables.items()
+    }
+    upstash = {"UPSTASH_REDIS_REST_URL", "UPSTASH_REDIS_REST_TOKEN"}
+    assert named == {
+        "SubmitLambdaFunction": upstash | {"AUTH_JWT_SECRET"},
+        "StatusLambdaFunction": upstash | {"AUTH_JWT_SECRET"},
+        "MetricsLambdaFunction": upstash | {"AUTH_JWT_SECRET", "METRICS_SCRAPE_TOKEN"},
+        "DrainLambdaFunction": upstash | {"REBALANCE_WEBHOOK_SECRET"},
+    }
+    for env in variables.values():
+        assert all(env.get(secret, "") == "" for secret in SECRETS)
 
 
 def test_bytecode_step_ran_with_the_runtime_python(build: Build) -> None:
