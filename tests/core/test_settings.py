@@ -151,14 +151,18 @@ def test_parameter_names_resolve_to_decrypted_values_in_one_call(ssm: Any) -> No
     """Each `X_SSM_PARAMETER` becomes X's value, read decrypted from SSM."""
     _put(ssm, NAMED["UPSTASH_REDIS_REST_URL_SSM_PARAMETER"], "https://eu1-x.upstash.io")
     _put(ssm, NAMED["UPSTASH_REDIS_REST_TOKEN_SSM_PARAMETER"], "AXrt-real-token-0123")
-    _put(ssm, NAMED["AUTH_JWT_SECRET_SSM_PARAMETER"], "jwt-signing-secret-4567")
+    _put(
+        ssm, NAMED["AUTH_JWT_SECRET_SSM_PARAMETER"], "jwt-signing-secret-4567-long-enough-for-hs256"
+    )
     s = Settings.from_env(NAMED)
     assert s.upstash_redis_rest_url == "https://eu1-x.upstash.io"
     assert (s.upstash_redis_rest_token, s.auth_jwt_secret) == (
         "AXrt-real-token-0123",
-        "jwt-signing-secret-4567",
+        "jwt-signing-secret-4567-long-enough-for-hs256",
     )
-    assert "jwt-signing-secret-4567" not in log.redact("key jwt-signing-secret-4567")
+    assert "jwt-signing-secret-4567-long-enough-for-hs256" not in log.redact(
+        "key jwt-signing-secret-4567-long-enough-for-hs256"
+    )
 
 
 def test_a_plain_value_wins_and_no_name_means_no_call() -> None:
@@ -167,8 +171,13 @@ def test_a_plain_value_wins_and_no_name_means_no_call() -> None:
     def refuse(names: Any) -> parameters.Fetched:
         raise AssertionError(f"SSM asked for {names}")
 
-    s = Settings.from_env({**BASE, **NAMED, "AUTH_JWT_SECRET": "plain"}, fetch=refuse)
-    assert (s.upstash_redis_rest_token, s.auth_jwt_secret) == ("tok", "plain")
+    s = Settings.from_env(
+        {**BASE, **NAMED, "AUTH_JWT_SECRET": "plain-secret-long-enough-for-hs256!"}, fetch=refuse
+    )
+    assert (s.upstash_redis_rest_token, s.auth_jwt_secret) == (
+        "tok",
+        "plain-secret-long-enough-for-hs256!",
+    )
     assert Settings.from_env(BASE, fetch=refuse).upstash_redis_rest_token == "tok"
     with pytest.raises(ConfigError, match="UPSTASH_REDIS_REST_TOKEN: is required"):
         Settings.from_env({**NAMED, "IS_LOCAL": "true"}, fetch=refuse)  # sls invoke local
