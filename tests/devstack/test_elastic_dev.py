@@ -9,11 +9,12 @@ from collections.abc import Callable, Iterator
 import pytest
 import valkey
 
-from core import elastic, keys, queue
+from core import elastic, keys
 from core.redis import RestClient
-from devstack.dev import Ticker, build_app, start_ticker
+from devstack.dev import build_app, start_ticker
 from tests.bodies import rebalance
 from tests.handlers.helpers import TestClient, auth
+from tests.support.elastic import drain_backlog, wait_for
 from tests.support.slow import STATS
 
 Q = keys.REQUEST_QUEUE
@@ -45,48 +46,19 @@ def configure(
     get_settings.cache_clear()
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
-def drain_backlog(
-    rest: RestClient, backend: valkey.Valkey, max_parallel: int, jobs: int
-) -> tuple[float, Ticker]:
-    """Queue `jobs`, wake one drain as a submit would, return (seconds until all are done,
-    the ticker) once every drain has gone."""
-    backend.flushall()
-    STATS.reset()
-    for i in range(jobs):
-        queue.enqueue(Q, {"i": i}, client=rest)
-    ticker = Ticker(3600, max_parallel)  # no schedule here: the wake alone does it
-    elastic.use_waker(ticker.wake)
-    try:
-        started = time.monotonic()
-        assert ticker.wake(elastic.wake_event("submit"))
-        wait_for(lambda: int(backend.hget(keys.TOTALS, "succeeded") or 0) == jobs)
-        elapsed = time.monotonic() - started
-        wait_for(lambda: elastic.running_drains(rest) == 0, 10)
-    finally:
-        ticker.stop()
-    return elapsed, ticker
-
-
 def test_a_backlog_fans_out_to_four_drains_and_drains_three_times_faster(
     configure: Callable[..., None], rest: RestClient, backend: valkey.Valkey
 ) -> None:
     """120 jobs of 1 s, concurrency 10: 4 drains (never more: 40 jobs at once at most) finish
     at least 3x sooner than 1, and none is left running or registered afterwards."""
     configure(REBALANCE_PROCESSOR="tests.support.slow:one_second", DRAIN_MAX_PARALLEL="1")
-    one_s, one = drain_backlog(rest, backend, 1, 120)
-    assert (STATS.peak, one.wakes, one.peak) == (10, 1, 1)
+    one = drain_backlog(rest, backend, 1, 120)
+    assert (one.peak_jobs, one.ticker.wakes, one.ticker.peak) == (10, 1, 1)
     configure(DRAIN_MAX_PARALLEL="4")
-    four_s, four = drain_backlog(rest, backend, 4, 120)
-    assert STATS.peak == 40  # four drains of ten at once, and not one job more
-    assert (four.wakes, four.peak, four.throttled) == (4, 4, 0)
-    assert one_s / four_s >= 3, (one_s, four_s)
+    four = drain_backlog(rest, backend, 4, 120)
+    assert four.peak_jobs == 40  # four drains of ten at once, and not one job more
+    assert (four.ticker.wakes, four.ticker.peak, four.ticker.throttled) == (4, 4, 0)
+    assert one.seconds / four.seconds >= 3, (one.seconds, four.seconds)
     assert not backend.exists(keys.drains_key(Q), keys.awake_key(Q))
 
 
