@@ -381,6 +381,124 @@ class Bench:
             "boto3 imported on the submit/status/metrics path", "never", loaded, loaded == "False"
         )
 
+    def _configure(self, **values: str) -> None:
+        """Set environment variables for the handlers measured next (settings re-read)."""
+        from core.settings import get_settings
+
+        os.environ.update(values)
+        get_settings.cache_clear()
+
+    def wake_latency(self, submits: int = 30) -> None:
+        """202 -> processing with DRAIN_WAKE on the local stack: submits at random gaps of
+        0..4 s (a woken drain stays 2 s idle: about half find it gone and wake another)
+        through the real submit route; the dev ticker is the drain function (its
+        schedule an hour away), so a job starts by a wake or a drain already running."""
+        import random
+
+        from core import elastic
+        from devstack.dev import build_app, start_ticker
+        from tests.handlers.helpers import TestClient, auth
+        from tests.support.elastic import wait_for
+        from tests.support.slow import STATS
+
+        self.backend.flushall()
+        STATS.reset()
+        self._configure(
+            DRAIN_WAKE="true",
+            DRAIN_MAX_PARALLEL="4",
+            REBALANCE_PROCESSOR="tests.support.slow:instant",
+        )
+        ticker = start_ticker(3600)
+        client, latencies = TestClient(build_app()), []
+        try:
+            for i in range(submits):
+                sent = time.monotonic()
+                job_id = client.post(
+                    "/api/agent/rebalance", json=_body(i=i), headers=auth()
+                ).json()["jobId"]
+                wait_for(lambda job=job_id: job in STATS.started, 30)
+                latencies.append(STATS.started[job_id] - sent)
+                time.sleep(random.uniform(0, 4))
+        finally:
+            if ticker:
+                ticker.stop()
+            elastic.use_waker(None)
+        cuts = statistics.quantiles(latencies, n=100)
+        p50, p99 = statistics.median(latencies), cuts[98]
+        wakes = ticker.wakes if ticker else 0
+        self.add(
+            f"202 -> processing with DRAIN_WAKE, local stack, p50 / p99 (s; {submits} submits, "
+            f"{wakes} wakes)",
+            "p50 < 1",
+            f"{p50:.3f} / {p99:.3f}",
+            p50 < 1,
+        )
+
+    def idle_cost(self, ticks: int = 10) -> None:
+        """The deployed service's idle hour: nothing submitted, the schedule ticks once a
+        minute, and with DRAIN_WAKE each tick is one cheap command. Measured on `ticks` ticks
+        run 1 s apart (each second stands for a minute), extrapolated to 60 ticks an hour.
+        Lambda-seconds are the handler's own time, warm (cold starts and Lambda's overhead
+        are not in it)."""
+        from devstack.dev import SCHEDULED_EVENT
+        from handlers.drain import handler
+
+        self.backend.flushall()
+        self._configure(DRAIN_WAKE="true", DRAIN_MAX_PARALLEL="4")
+        context = type("Context", (), {"get_remaining_time_in_millis": lambda _s: 55_000})()
+        handler(SCHEDULED_EVENT, context)  # warm: settings, client, scripts
+        billed_before, busy_s = billed_total(self.backend), 0.0
+        for _ in range(ticks):
+            started = time.perf_counter()
+            handler(SCHEDULED_EVENT, context)
+            busy_s += time.perf_counter() - started
+            time.sleep(max(0.0, 1 - (time.perf_counter() - started)))
+        per_hour = (billed_total(self.backend) - billed_before) / ticks * 60
+        lambda_s = busy_s / ticks * 60
+        self.add(
+            f"idle hour with DRAIN_WAKE: billed commands ({ticks} ticks measured, x60/{ticks})",
+            "<= 60",
+            per_hour,
+            per_hour <= 60,
+        )
+        self.add(
+            "idle hour with DRAIN_WAKE: Lambda-seconds (warm handler time of the same ticks)",
+            "<= 6",
+            lambda_s,
+            lambda_s <= 6,
+        )
+
+    def fanout(self, jobs: int = 400) -> None:
+        """A backlog of `jobs` jobs of 1 s, concurrency 10, drained by 1, 2 and 4 drains
+        (DRAIN_MAX_PARALLEL; fan-out every 10 queued jobs per drain): throughput, the most
+        jobs that ran at once (10 per drain at most), and the speed-up of 4 over 1."""
+        from tests.support.elastic import drain_backlog
+
+        self._configure(
+            DRAIN_WAKE="true",
+            DRAIN_FANOUT_BACKLOG="10",
+            DRAIN_BATCH_SIZE="10",
+            DRAIN_CONCURRENCY="10",
+            DRAIN_IDLE_EXIT_MS="1000",
+            REBALANCE_PROCESSOR="tests.support.slow:one_second",
+        )
+        seconds = {}
+        for drains in (1, 2, 4):
+            self._configure(DRAIN_MAX_PARALLEL=str(drains))
+            run = drain_backlog(self.client, self.backend, drains, jobs)
+            seconds[drains] = run.seconds
+            self.add(
+                f"throughput, {jobs} jobs of 1 s, {drains} drain(s) of concurrency 10 (jobs/s; "
+                f"peak {run.peak_jobs} jobs at once)",
+                f"peak <= {10 * drains}",
+                jobs / run.seconds,
+                run.peak_jobs <= 10 * drains,
+            )
+        speedup = seconds[1] / seconds[4]
+        self.add(
+            f"backlog of {jobs} slow jobs: 4 drains vs 1", ">= 3x", f"{speedup:.1f}x", speedup >= 3
+        )
+
     def stalled_upstash(self) -> None:
         import socket
 
@@ -471,6 +589,9 @@ def main() -> int:
             bench.throughput,
             bench.cold_imports,
             bench.stalled_upstash,
+            bench.idle_cost,
+            bench.wake_latency,
+            bench.fanout,
         ):
             step()
     table = render(bench.rows)

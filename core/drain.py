@@ -17,6 +17,10 @@ until it lands or the budget is spent: a resend after a lost answer gets the sam
 (no delivery burned), and acknowledgements are fenced, so a resend never counts twice. An
 idle poll that fails is a failed poll: the drain backs off and goes on. A drain killed at any
 line leaves leases that expire and are handed out again: nothing is lost.
+
+Elastic (`crew`, see `core.elastic`): the drain joins the running drains before its loop
+(or returns at once: nothing due, or enough drains running) and leaves them after it; work
+that came due while it was leaving runs the loop again.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from core import keys
 from core.errors import UpstashError
@@ -38,6 +43,9 @@ from core.processors import Processor, run_job, timed_out
 from core.queue import Cycle, Outcome, QueuePolicy, claim_and_ack, has_due_work
 from core.redis import RedisClient
 from core.settings import Settings
+
+if TYPE_CHECKING:
+    from core.elastic import Crew
 
 log = get_logger(__name__)
 
@@ -87,6 +95,7 @@ class DrainSummary:
     roundTrips: int = 0
     durationMs: int = 0
     stopReason: str = ""
+    started: int = 0  # drains this one started (fan-out, hand-over)
 
     def as_dict(self) -> dict[str, int | str]:
         return asdict(self)
@@ -100,9 +109,11 @@ def drain(
     policy: QueuePolicy,
     options: DrainOptions,
     queue: str = keys.REQUEST_QUEUE,
+    crew: Crew | None = None,
 ) -> DrainSummary:
     """Run one drain invocation; returns its summary. Blocking (runs its own event loop)."""
-    return asyncio.run(_Drain(client, processor, remaining_ms, policy, options, queue).run())
+    run = _Drain(client, processor, remaining_ms, policy, options, queue, crew).run()
+    return asyncio.run(run)
 
 
 def ack_margin_ms(lease_ms: int) -> int:
@@ -119,8 +130,9 @@ class _Drain:
         policy: QueuePolicy,
         options: DrainOptions,
         queue: str,
+        crew: Crew | None = None,
     ) -> None:
-        self.client, self.processor, self.queue = client, processor, queue
+        self.client, self.processor, self.queue, self.crew = client, processor, queue, crew
         self.remaining_ms, self.policy, self.options = remaining_ms, policy, options
         self.summary = DrainSummary()
         # Sync processors get their own threads, as many as the drain runs at once.
@@ -134,7 +146,7 @@ class _Drain:
     async def run(self) -> DrainSummary:
         started, trips_before = time.monotonic(), self.client.round_trips
         try:
-            self.summary.stopReason = await self._loop()
+            self.summary.stopReason = await (self._elastic() if self.crew else self._loop())
         finally:
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
@@ -144,6 +156,23 @@ class _Drain:
         level = logging.INFO if busy or self.summary.faults else logging.DEBUG
         event(log, "drain.done", level, **self.summary.as_dict())
         return self.summary
+
+    async def _elastic(self) -> str:
+        """Join the running drains (or return at once), drain, leave; again while work
+        arrives as it leaves."""
+        assert self.crew is not None
+        refused = self.crew.join()
+        if refused:
+            self.summary.polls += int(refused == "nothing_due")
+            return refused
+        try:
+            reason = await self._loop()
+            while self.crew.leave(reason):
+                reason = await self._loop()
+            return reason
+        finally:
+            self.crew.close()
+            self.summary.started = self.crew.started
 
     async def _loop(self) -> str:
         opts = self.options

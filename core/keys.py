@@ -13,6 +13,8 @@ Layout (all keys start with `agent:rebalance:` or `metrics:agent:rebalance:`):
 | `agent:rebalance:request:parked:<sha1(wallet)>` | list of a held wallet's waiting jobs | drained |
 | `agent:rebalance:request:cancelled` | set of cancelled ids still in the queue list | drained |
 | `agent:rebalance:request:receipt:<token>` | a claim's tallies and leased ids | the lease |
+| `agent:rebalance:request:drains` | zset drain id or `~start:<token>` -> ms it ends | drains |
+| `agent:rebalance:request:awake` | string: last drain to beat, or `~wake` | heartbeat |
 | `agent:rebalance:job:<jobId>` | status record (JSON) | 24 h |
 | `agent:rebalance:idem:<user>:<sha256(key)>` | idempotency record (JSON) | 24 h |
 | `metrics:agent:rebalance:rate:<user>` | sliding-window log (packed timestamps) | the window |
@@ -95,6 +97,14 @@ def cancelled_key(queue: str) -> str:
 
 def receipt_key(queue: str, token: str) -> str:
     return queue_key(queue) + ":receipt:" + escape(token)
+
+
+def drains_key(queue: str) -> str:
+    return queue_key(queue) + ":drains"
+
+
+def awake_key(queue: str) -> str:
+    return queue_key(queue) + ":awake"
 
 
 def is_job_id(value: str) -> bool:

@@ -71,6 +71,14 @@ class Settings:
     drain_idle_exit_ms: int | None = None
     drain_safety_margin_ms: int = 3000
 
+    # The elastic drain (core/elastic.py): wake on submit, fan out on backlog, heartbeats.
+    drain_wake: bool = False
+    drain_max_parallel: int = 1
+    drain_fanout_backlog: int = 100
+    drain_heartbeat_ms: int = 15_000
+    drain_wake_lock_ms: int = 10_000
+    drain_function_name: str = ""
+
     rebalance_processor: str = "core.processors.simulated:process"
     rebalance_webhook_url: str = ""
     rebalance_webhook_secret: str = _secret()
@@ -169,6 +177,10 @@ _POSITIVE = (
     "drain_concurrency",
     "drain_poll_interval_ms",
     "drain_poll_max_interval_ms",
+    "drain_max_parallel",
+    "drain_fanout_backlog",
+    "drain_heartbeat_ms",
+    "drain_wake_lock_ms",
     "rebalance_webhook_timeout_ms",
 )
 _NON_NEGATIVE = (

@@ -14,7 +14,9 @@ limited or an idempotent replay:
 5. the `jobs` counter of the day and the totals hash.
 
 Without a key an accepted submit bills at most 9 commands: EVALSHA, GET + SET of the rate
-log, LPUSH, ZADD, SET, INCRBY (+ EXPIRE on the day's first job), HINCRBY.
+log, LPUSH, ZADD, SET, INCRBY (+ EXPIRE on the day's first job), HINCRBY. With `DRAIN_WAKE`
+the script also asks whether a drain is running (one `SET … NX PX` on the awake key, see
+`core.elastic`) and answers `wake` when none is: 9 commands (10 on the day's first job).
 
 `get_status` reads a job's record and its lease in one round trip, counted against the
 user's read limit (`core.rate_limit.limited_read`) when one is given; unknown ids, malformed
@@ -65,6 +67,7 @@ class Submission:
 
     job_id: str
     replayed: bool = False
+    wake: bool = False  # no drain is running: the caller wakes one (`core.elastic.wake`)
 
 
 def validate_payload(payload: Any) -> dict[str, Any]:
@@ -119,6 +122,7 @@ def submit_job(
         keys.counter_key(today, keys.SUBMITTED),
         keys.counter_key(today, keys.RATE_LIMIT_BLOCKED),
         keys.TOTALS,
+        keys.awake_key(keys.REQUEST_QUEUE),
     ]
     print_ = fingerprint(payload)
     if idempotency_key is not None:
@@ -137,6 +141,7 @@ def submit_job(
         print_,
         dumps({"jobId": job.id, "fingerprint": print_}),
         IDEMPOTENCY_TTL_S,
+        settings.drain_wake_lock_ms if settings.drain_wake else 0,
     ]
     try:
         reply = _SUBMIT(client, script_keys, args)
@@ -171,12 +176,12 @@ def _new_job(
 
 
 def _outcome(reply: Any) -> Submission:
-    if not isinstance(reply, list) or len(reply) != 2:
+    if not isinstance(reply, list) or len(reply) not in (2, 3):
         # Never answer 202 unless the script said the job is stored.
         raise UpstashError("unexpected reply from the submit script")
     outcome, value = str(reply[0]), reply[1]
     if outcome == "accepted":
-        return Submission(job_id=str(value))
+        return Submission(job_id=str(value), wake=len(reply) == 3 and reply[2] == 1)
     if outcome == "replay":
         return Submission(job_id=str(value), replayed=True)
     if outcome == "limited":

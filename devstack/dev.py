@@ -5,9 +5,11 @@
 - The API: every HTTP route of the Lambdas (the handlers' own `routes`, composed in one
   Starlette app with the same error model), plus `GET /healthz` and `GET /openapi.json`,
   served by uvicorn on `HOST`:`PORT` (default 127.0.0.1:8000).
-- A ticker that invokes the drain Lambda's handler back to back, like EventBridge does,
-  each invocation with `DEV_DRAIN_INTERVAL_S` seconds of budget (default 10; `0` = no
-  ticker, run `rebalance drain` by hand).
+- A ticker that invokes the drain Lambda's handler every `DEV_DRAIN_INTERVAL_S` seconds, like
+  EventBridge does, each invocation with that much budget (default 10; `0` = no ticker, run
+  `rebalance drain` by hand). It is also the elastic drain's waker (`DRAIN_WAKE` and
+  `DRAIN_MAX_PARALLEL=4` are the dev defaults, as deployed): a submit into an idle queue starts
+  a drain thread at once, a backlog starts more, never more than `DRAIN_MAX_PARALLEL`.
 
 Development defaults fill what is unset: `AUTH_JWT_SECRET` and `METRICS_SCRAPE_TOKEN` (random
 per run, and printed: the dev token, which carries `METRICS_READ_SCOPE` so that the printed
@@ -90,11 +92,23 @@ def redis_stack() -> Iterator[str]:
 
 
 class Ticker:
-    """Invokes the drain handler back to back, each run with `interval_s` of budget."""
+    """The drain's Lambda, locally: a scheduled invocation every `interval_s` (back to back
+    while one runs, each with `interval_s` of budget, like EventBridge), and `wake`, the
+    asynchronous invoke of the elastic drain: a drain thread at once, with `wake_budget_s`
+    (the Lambda's timeout). At most `max_parallel` invocations run at once, scheduled ones
+    included (the drain's reserved concurrency); a wake past that is refused, as Lambda
+    throttles it."""
 
-    def __init__(self, interval_s: float) -> None:
-        self.interval_s = interval_s
+    def __init__(self, interval_s: float, max_parallel: int = 1, wake_budget_s: float = 55.0):
+        self.interval_s, self.max_parallel = interval_s, max_parallel
+        self.wake_budget_s = wake_budget_s
         self.invocations = 0
+        self.wakes = 0  # drain threads started by `wake`
+        self.throttled = 0  # wakes and ticks refused past `max_parallel`
+        self.peak = 0  # most invocations running at once
+        self._running = 0
+        self._lock = threading.Lock()
+        self._workers: list[threading.Thread] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="drain-ticker", daemon=True)
 
@@ -103,36 +117,102 @@ class Ticker:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(self.interval_s + 15)
+        if self._thread.ident is not None:  # started
+            self._thread.join(self.interval_s + 15)
+        for worker in list(self._workers):
+            worker.join(15)
 
     def remaining_ms(self, ends: float) -> int:
         if self._stop.is_set():  # Ctrl-C: let the running invocation wind down now
             return 0
         return max(0, int((ends - time.monotonic()) * 1000))
 
-    def _run(self) -> None:
-        from core.errors import RebalanceError
+    def wake(self, event: dict[str, Any]) -> bool:
+        """Start a drain thread for `event` now; False when `max_parallel` already run."""
+        if not self._enter():
+            return False
+        worker = threading.Thread(
+            target=self._invoke_and_exit, args=(event, self.wake_budget_s), daemon=True
+        )
+        with self._lock:
+            self.wakes += 1
+            self._workers = [w for w in self._workers if w.is_alive()] + [worker]
+        worker.start()
+        return True
+
+    def _enter(self) -> bool:
+        with self._lock:
+            if self._stop.is_set() or self._running >= self.max_parallel:
+                self.throttled += 1
+                return False
+            self._running += 1
+            self.peak = max(self.peak, self._running)
+            return True
+
+    def _exit(self) -> None:
+        with self._lock:
+            self._running -= 1
+
+    def _invoke_and_exit(self, event: dict[str, Any], budget_s: float) -> None:
+        try:
+            self._invoke(event, budget_s)
+        except Exception as exc:  # a failed woken drain is the schedule's to make up for
+            print(f"woken drain failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        finally:
+            self._exit()
+
+    def _invoke(self, event: dict[str, Any], budget_s: float) -> None:
         from core.settings import get_settings
         from handlers.drain import handler
 
-        margin_s = get_settings().drain_safety_margin_ms / 1000
+        ends = time.monotonic() + budget_s + get_settings().drain_safety_margin_ms / 1000
+        with self._lock:
+            number = self.invocations
+            self.invocations += 1
+        context = SimpleNamespace(
+            aws_request_id=f"dev-drain-{number}",
+            get_remaining_time_in_millis=lambda: self.remaining_ms(ends),
+        )
+        handler(event, context)
+
+    def _run(self) -> None:
+        from core.errors import RebalanceError
+
         failures = 0
         while not self._stop.is_set():
-            ends = time.monotonic() + self.interval_s + margin_s
-            context = SimpleNamespace(
-                aws_request_id=f"dev-tick-{self.invocations}",
-                get_remaining_time_in_millis=lambda e=ends: self.remaining_ms(e),
-            )
-            try:
-                handler({"source": "aws.events", "detail-type": "Scheduled Event"}, context)
-                failures = 0
-            except Exception as exc:  # never a dead ticker: say so, back off, tick again
-                failures += 1
-                pause = min(self.interval_s * 2 ** (failures - 1), 30.0) or 0.5
-                kind = "" if isinstance(exc, RebalanceError) else f"{type(exc).__name__}: "
-                print(f"drain tick failed: {kind}{exc}", file=sys.stderr, flush=True)
-                self._stop.wait(pause)
-            self.invocations += 1
+            started = time.monotonic()
+            if self._enter():
+                try:
+                    self._invoke(SCHEDULED_EVENT, self.interval_s)
+                    failures = 0
+                except Exception as exc:  # never a dead ticker: say so, back off, tick again
+                    failures += 1
+                    pause = min(self.interval_s * 2 ** (failures - 1), 30.0) or 0.5
+                    kind = "" if isinstance(exc, RebalanceError) else f"{type(exc).__name__}: "
+                    print(f"drain tick failed: {kind}{exc}", file=sys.stderr, flush=True)
+                    self._stop.wait(pause)
+                finally:
+                    self._exit()
+            # The next tick comes one interval after this one started, as EventBridge's would.
+            self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
+
+
+SCHEDULED_EVENT = {"source": "aws.events", "detail-type": "Scheduled Event"}
+
+
+def start_ticker(interval_s: float) -> Ticker | None:
+    """The running ticker (None when `interval_s` is 0), installed as the drains' waker: a
+    submit's wake and a drain's fan-out start drain threads here, not Lambda invokes."""
+    from core import elastic
+    from core.settings import get_settings
+
+    if interval_s <= 0:
+        elastic.use_waker(lambda _event: False)  # jobs wait for `rebalance drain`, as said
+        return None
+    ticker = Ticker(interval_s, get_settings().drain_max_parallel)
+    elastic.use_waker(ticker.wake)
+    ticker.start()
+    return ticker
 
 
 def _defaults() -> None:
@@ -140,6 +220,9 @@ def _defaults() -> None:
     # Random per run: a fixed dev token would open the scrape route of any forgotten dev stack.
     os.environ.setdefault("METRICS_SCRAPE_TOKEN", secrets.token_urlsafe(24))
     os.environ.setdefault("REBALANCE_PROCESSOR", "core.processors.simulated:process")
+    # As deployed: a submit wakes a drain at once, a backlog fans out to more drains.
+    os.environ.setdefault("DRAIN_WAKE", "true")
+    os.environ.setdefault("DRAIN_MAX_PARALLEL", "4")
 
 
 def dev_token() -> str:
@@ -160,8 +243,13 @@ def dev_token() -> str:
 
 
 def _banner(url: str, redis: str, ticker_s: float) -> str:
+    from core.settings import get_settings
+
     token = dev_token()
     drain = f"every {ticker_s:g} s" if ticker_s else "off (run `.venv/bin/rebalance drain`)"
+    settings = get_settings()
+    if ticker_s and settings.drain_wake:
+        drain += f", woken by submits, up to {settings.drain_max_parallel} at once"
     return f"""
 agent-rebalance dev stack
   API:       {url}   (GET {url}/healthz, {url}/openapi.json)
@@ -205,6 +293,7 @@ def _serve() -> int:
     ticker_s = float(os.environ.get("DEV_DRAIN_INTERVAL_S", "10"))
     _defaults()
     with redis_stack() as redis:
+        from core import elastic
         from core.log import configure
         from core.settings import get_settings
 
@@ -215,15 +304,14 @@ def _serve() -> int:
         sock.bind((host, port))
         url = f"http://{host}:{sock.getsockname()[1]}"
         server = uvicorn.Server(uvicorn.Config(build_app(), log_level="warning", access_log=False))
-        ticker = Ticker(ticker_s) if ticker_s > 0 else None
-        if ticker:
-            ticker.start()
+        ticker = start_ticker(ticker_s)
         print(_banner(url, redis, ticker_s), flush=True)
         try:
             server.run(sockets=[sock])  # returns on SIGINT/SIGTERM
         finally:
             if ticker:
                 ticker.stop()
+            elastic.use_waker(None)
     print("stopped", flush=True)
     return 0
 

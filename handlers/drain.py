@@ -5,14 +5,21 @@ Settings, the Redis client and the processor are built once per cold start; a ba
 job is claimed. The invocation runs until the Lambda's remaining time, less
 `DRAIN_SAFETY_MARGIN_MS`, and returns the drain summary, after logging it once more as
 CloudWatch metrics in embedded metric format (`core.emf`).
+
+Two kinds of event start it: EventBridge's schedule (`source: aws.events`) and, with the
+elastic drain, a wake (`{"wake": "submit" | "fanout" | "handover", "token"}`, sent by a
+submit or another drain; see `core.elastic`). With `DRAIN_WAKE`, a scheduled run that finds
+nothing due returns after one command.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
+from core import elastic
 from core.drain import DrainOptions, drain
 from core.emf import drain_metrics
 from core.log import bind, configure, get_logger
@@ -34,13 +41,20 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     settings = get_settings()
     configure(settings.log_level)
     processor = _processor(settings.rebalance_processor)
-    with bind(request_id=getattr(context, "aws_request_id", None), source="drain"):
+    client = get_client()
+    crew = elastic.crew_for(event, client, settings)
+    role, _ = elastic.role_of(event)
+    options = replace(
+        DrainOptions.from_settings(settings), idle_exit_ms=elastic.idle_exit_ms(settings, role)
+    )
+    with bind(request_id=getattr(context, "aws_request_id", None), source="drain", role=role):
         summary = drain(
-            get_client(),
+            client,
             processor,
             context.get_remaining_time_in_millis,
             policy=QueuePolicy.from_settings(settings),
-            options=DrainOptions.from_settings(settings),
+            options=options,
+            crew=crew,
         )
         result = summary.as_dict()
         function = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "agent-rebalance-drain")
