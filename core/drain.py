@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from core import keys
 from core.errors import UpstashError
@@ -39,11 +40,15 @@ from core.queue import Cycle, Outcome, QueuePolicy, claim_and_ack, has_due_work
 from core.redis import RedisClient
 from core.settings import Settings
 
+if TYPE_CHECKING:
+    from core.push import Pusher
+
 log = get_logger(__name__)
 
 MIN_BATCH_BUDGET_MS = 50  # below this, claiming would only lease jobs we cannot run
 RESEND_FIRST_PAUSE_S = 0.05
 RESEND_MAX_PAUSE_S = 1.0
+PUSH_WAIT_S = 2.0  # at the end of an invocation, for WebSocket posts still in flight
 
 
 @dataclass(frozen=True)
@@ -100,9 +105,20 @@ def drain(
     policy: QueuePolicy,
     options: DrainOptions,
     queue: str = keys.REQUEST_QUEUE,
+    pusher: Pusher | None = None,
 ) -> DrainSummary:
-    """Run one drain invocation; returns its summary. Blocking (runs its own event loop)."""
-    return asyncio.run(_Drain(client, processor, remaining_ms, policy, options, queue).run())
+    """Run one drain invocation; returns its summary. Blocking (runs its own event loop).
+
+    With a `pusher`, every status change that a WebSocket subscriber waits for is posted in
+    the background; before returning, the drain gives the last posts what time is left.
+    """
+    run = _Drain(client, processor, remaining_ms, policy, options, queue)
+    run.pusher = pusher
+    try:
+        return asyncio.run(run.run())
+    finally:
+        if pusher is not None:
+            pusher.wait(min(PUSH_WAIT_S, max(0, remaining_ms() - 200) / 1000))
 
 
 def ack_margin_ms(lease_ms: int) -> int:
@@ -123,6 +139,7 @@ class _Drain:
         self.client, self.processor, self.queue = client, processor, queue
         self.remaining_ms, self.policy, self.options = remaining_ms, policy, options
         self.summary = DrainSummary()
+        self.pusher: Pusher | None = None  # WebSocket pushes (see `drain`)
         # Sync processors get their own threads, as many as the drain runs at once.
         self._executor: ThreadPoolExecutor | None = None
         if not inspect.iscoroutinefunction(processor):
@@ -200,7 +217,7 @@ class _Drain:
             try:
                 cycle = claim_and_ack(
                     self.client, self.queue, outcomes, batch, self.policy,
-                    now=now, receipt=receipt,
+                    now=now, receipt=receipt, notify=self.pusher is not None,
                 )  # fmt: skip
                 break
             except UpstashError as exc:
@@ -213,6 +230,8 @@ class _Drain:
                 pause = min(pause * 2, RESEND_MAX_PAUSE_S)
         self._claimed_at = now
         self._tally(cycle, outcomes)
+        if self.pusher is not None and cycle.pushes:
+            self.pusher.send(cycle)  # posts go out in push threads: the loop goes on at once
         return cycle
 
     def _fault(self, name: str, exc: Exception) -> None:

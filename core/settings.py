@@ -74,6 +74,10 @@ class Settings:
     sim_latency_ms: int = 50
     sim_failure_rate: float = 0.0
 
+    # The WebSocket API's management endpoint (`https://<api>.execute-api.<region>.amazonaws.com/
+    # <stage>`): where the drain posts status changes. Empty: the drain pushes nothing.
+    ws_api_endpoint: str = ""
+
     log_level: str = "INFO"
 
     @property
@@ -188,6 +192,11 @@ def _check(v: dict[str, Any]) -> dict[str, str]:
         problems["JOB_VALID_FOR_S"] = "must be between 1 and 86400 seconds"
     if ":" not in v.get("rebalance_processor", "m:f"):
         problems["REBALANCE_PROCESSOR"] = "must look like module:function"
+    endpoint = v.get("ws_api_endpoint", "")
+    if endpoint and (
+        urlparse(endpoint).scheme not in ("http", "https") or not urlparse(endpoint).netloc
+    ):
+        problems["WS_API_ENDPOINT"] = "must be an http(s) URL"
     problems.update(_check_security(v))
     return problems
 
