@@ -135,36 +135,46 @@ _REGION = re.compile(r"\.execute-api\.([a-z0-9-]+)\.amazonaws\.com")
 
 def management_poster(endpoint_url: str, region: str | None = None, lanes: int = 8) -> Poster:
     """`post_to_connection` of API Gateway's management API at `endpoint_url`; the boto3
-    client is built on the first post (in a push thread) and reused by every lane."""
-    client: Any = None
+    client is built on the first post (in a push thread) and shared by every lane."""
+    poster: Poster | None = None
     lock = threading.Lock()
 
-    def build() -> Any:
-        import boto3  # the push path only: never loaded by a cold start
-        from botocore.config import Config
+    def post(connection_id: str, data: bytes) -> None:
+        nonlocal poster
+        with lock:
+            if poster is None:
+                poster = client_poster(_management_client(endpoint_url, region, lanes))
+        poster(connection_id, data)
 
-        match = _REGION.search(endpoint_url)
-        config = Config(
-            connect_timeout=POST_TIMEOUT_S,
-            read_timeout=POST_TIMEOUT_S,
-            retries={"max_attempts": 2, "mode": "standard"},
-            max_pool_connections=lanes,
-        )
-        return boto3.client(
-            "apigatewaymanagementapi",
-            endpoint_url=endpoint_url,
-            region_name=region or (match.group(1) if match else "us-east-1"),
-            config=config,
-        )
+    return post
+
+
+def client_poster(client: Any) -> Poster:
+    """A poster over a boto3 `apigatewaymanagementapi` client: 410 Gone is a `GoneError`."""
 
     def post(connection_id: str, data: bytes) -> None:
-        nonlocal client
-        with lock:
-            if client is None:
-                client = build()
         try:
             client.post_to_connection(ConnectionId=connection_id, Data=data)
         except client.exceptions.GoneException:
             raise GoneError(connection_id) from None
 
     return post
+
+
+def _management_client(endpoint_url: str, region: str | None, lanes: int) -> Any:
+    import boto3  # the push path only: never loaded by a cold start
+    from botocore.config import Config
+
+    match = _REGION.search(endpoint_url)
+    config = Config(
+        connect_timeout=POST_TIMEOUT_S,
+        read_timeout=POST_TIMEOUT_S,
+        retries={"max_attempts": 2, "mode": "standard"},
+        max_pool_connections=lanes,
+    )
+    return boto3.client(
+        "apigatewaymanagementapi",
+        endpoint_url=endpoint_url,
+        region_name=region or (match.group(1) if match else "us-east-1"),
+        config=config,
+    )
