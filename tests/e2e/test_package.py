@@ -237,13 +237,14 @@ def test_every_module_ships_unchecked_hash_bytecode_of_python_312(build: Build) 
 
 
 def test_template_runtime_architecture_and_handlers(build: Build) -> None:
-    """Four functions on python3.12/arm64, each pointing at its handler module."""
+    """Five functions on python3.12/arm64, each pointing at its handler module."""
     functions = _functions(build.template)
     assert {name: props["Handler"] for name, props in functions.items()} == {
         "SubmitLambdaFunction": "handlers/submit.handler",
         "StatusLambdaFunction": "handlers/status.handler",
         "MetricsLambdaFunction": "handlers/metrics.handler",
         "DrainLambdaFunction": "handlers/drain.handler",
+        "WsLambdaFunction": "handlers/ws.handler",
     }
     for props in functions.values():
         assert props["Runtime"] == "python3.12"
@@ -251,18 +252,21 @@ def test_template_runtime_architecture_and_handlers(build: Build) -> None:
 
 
 def test_template_routes_and_schedule(build: Build) -> None:
-    """The five HTTP routes of the contract and a drain every minute."""
+    """The five HTTP routes of the contract, the WebSocket routes and a drain every minute."""
     routes = sorted(
         r["Properties"]["RouteKey"]
         for r in build.template["Resources"].values()
         if r["Type"] == "AWS::ApiGatewayV2::Route"
     )
     assert routes == [
+        "$connect",
+        "$disconnect",
         "DELETE /api/agent/rebalance/{jobId}",
         "GET /api/agent/rebalance/metrics",
         "GET /api/agent/rebalance/metrics/prometheus",
         "GET /api/agent/rebalance/{jobId}",
         "POST /api/agent/rebalance",
+        "subscribe",
     ]
     rules = [
         r["Properties"]
@@ -303,18 +307,20 @@ def test_every_function_has_error_and_throttle_alarms(build: Build) -> None:
 
 
 def test_role_may_only_write_logs_and_secrets_go_where_used(build: Build) -> None:
-    """Least privilege: logs only; the drain holds no auth secret, the API no webhook secret."""
+    """Least privilege: logs, and posts to the service's own WebSocket connections (the drain's
+    pushes); the drain holds no auth secret, the API no webhook secret."""
     role = build.template["Resources"]["IamRoleLambdaExecution"]["Properties"]
-    actions = {
-        action
-        for policy in role["Policies"]
-        for statement in policy["PolicyDocument"]["Statement"]
-        for action in statement["Action"]
-    }
-    assert actions and all(action.startswith("logs:") for action in actions)
+    statements = [s for policy in role["Policies"] for s in policy["PolicyDocument"]["Statement"]]
+    actions = {action for statement in statements for action in statement["Action"]}
+    assert {a for a in actions if not a.startswith("logs:")} == {"execute-api:ManageConnections"}
+    (manage,) = [s for s in statements if s["Action"] == ["execute-api:ManageConnections"]]
+    assert {"Ref": "WebsocketsApi"} in manage["Resource"]["Fn::Join"][1]
+    assert manage["Resource"]["Fn::Join"][1][-1] == "/dev/POST/@connections/*"
     functions = _functions(build.template)
     variables = {name: props["Environment"]["Variables"] for name, props in functions.items()}
     assert "AUTH_JWT_SECRET" not in variables["DrainLambdaFunction"]
+    endpoint = variables["DrainLambdaFunction"]["WS_API_ENDPOINT"]["Fn::Join"][1]
+    assert {"Ref": "WebsocketsApi"} in endpoint and endpoint[-1] == "dev"
     assert "METRICS_SCRAPE_TOKEN" in variables["MetricsLambdaFunction"]
     for name in ("SubmitLambdaFunction", "StatusLambdaFunction", "MetricsLambdaFunction"):
         assert "REBALANCE_WEBHOOK_SECRET" not in variables[name]
