@@ -115,13 +115,17 @@ class Pusher:
     def _deliver(self, connection_id: str, message: Message) -> None:
         try:
             self._post(connection_id, message.data)
-            self.sent += 1
+            self._count("sent")
         except GoneError:
-            self.gone += 1
+            self._count("gone")
             self._forget_quietly(connection_id, message.job_id)
         except Exception as exc:  # a push is best effort: never let it break the drain
-            self.failed += 1
+            self._count("failed")
             event(log, "push.failed", logging.WARNING, job_id=message.job_id, error=str(exc))
+
+    def _count(self, name: str) -> None:
+        with self._lock:  # lanes finish posts concurrently
+            setattr(self, name, getattr(self, name) + 1)
 
     def _forget_quietly(self, connection_id: str, job_id: str) -> None:
         try:

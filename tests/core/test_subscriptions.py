@@ -129,9 +129,7 @@ def test_expiry_and_cancel_are_named_too(rest: RestClient, policy: QueuePolicy) 
     ).to_json(expires_at=2_000)
     rest.execute(["LSET", Q, 0, with_expiry])
     follow(rest, "c1", stale)
-    assert pushes(claim_and_ack(rest, Q, (), 10, policy, notify=True)) == {
-        stale: ("c1", "expired")
-    }
+    assert pushes(claim_and_ack(rest, Q, (), 10, policy, notify=True)) == {stale: ("c1", "expired")}
 
     waiting = job_of(rest, ALICE)
     follow(rest, "c2", waiting)
