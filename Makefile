@@ -25,9 +25,11 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# promtool checks the alert rules and the exposition format; Debian ships it.
+# promtool checks the alert rules and the exposition format; chromium runs the dev page's
+# browser test. Debian ships both; a missing one fails `make test`, never skips a test.
 tools:
 	@bash scripts/ensure-promtool.sh
+	@bash scripts/ensure-chromium.sh
 
 dev: install
 	$(BIN)/python -m devstack.dev

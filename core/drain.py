@@ -46,12 +46,14 @@ from core.settings import Settings
 
 if TYPE_CHECKING:
     from core.elastic import Crew
+    from core.push import Pusher
 
 log = get_logger(__name__)
 
 MIN_BATCH_BUDGET_MS = 50  # below this, claiming would only lease jobs we cannot run
 RESEND_FIRST_PAUSE_S = 0.05
 RESEND_MAX_PAUSE_S = 1.0
+PUSH_WAIT_S = 2.0  # at the end of an invocation, for WebSocket posts still in flight
 
 
 @dataclass(frozen=True)
@@ -110,10 +112,20 @@ def drain(
     options: DrainOptions,
     queue: str = keys.REQUEST_QUEUE,
     crew: Crew | None = None,
+    pusher: Pusher | None = None,
 ) -> DrainSummary:
-    """Run one drain invocation; returns its summary. Blocking (runs its own event loop)."""
-    run = _Drain(client, processor, remaining_ms, policy, options, queue, crew).run()
-    return asyncio.run(run)
+    """Run one drain invocation; returns its summary. Blocking (runs its own event loop).
+
+    With a `pusher`, every status change that a WebSocket subscriber waits for is posted in
+    the background; before returning, the drain gives the last posts what time is left.
+    """
+    run = _Drain(client, processor, remaining_ms, policy, options, queue, crew)
+    run.pusher = pusher
+    try:
+        return asyncio.run(run.run())
+    finally:
+        if pusher is not None:
+            pusher.wait(min(PUSH_WAIT_S, max(0, remaining_ms() - 200) / 1000))
 
 
 def ack_margin_ms(lease_ms: int) -> int:
@@ -135,6 +147,7 @@ class _Drain:
         self.client, self.processor, self.queue, self.crew = client, processor, queue, crew
         self.remaining_ms, self.policy, self.options = remaining_ms, policy, options
         self.summary = DrainSummary()
+        self.pusher: Pusher | None = None  # WebSocket pushes (see `drain`)
         # Sync processors get their own threads, as many as the drain runs at once.
         self._executor: ThreadPoolExecutor | None = None
         if not inspect.iscoroutinefunction(processor):
@@ -229,7 +242,7 @@ class _Drain:
             try:
                 cycle = claim_and_ack(
                     self.client, self.queue, outcomes, batch, self.policy,
-                    now=now, receipt=receipt,
+                    now=now, receipt=receipt, notify=self.pusher is not None,
                 )  # fmt: skip
                 break
             except UpstashError as exc:
@@ -242,6 +255,8 @@ class _Drain:
                 pause = min(pause * 2, RESEND_MAX_PAUSE_S)
         self._claimed_at = now
         self._tally(cycle, outcomes)
+        if self.pusher is not None and cycle.pushes:
+            self.pusher.send(cycle)  # posts go out in push threads: the loop goes on at once
         return cycle
 
     def _fault(self, name: str, exc: Exception) -> None:

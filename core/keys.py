@@ -17,6 +17,9 @@ Layout (all keys start with `agent:rebalance:` or `metrics:agent:rebalance:`):
 | `agent:rebalance:request:awake` | string: last drain to beat, or `~wake` | heartbeat |
 | `agent:rebalance:job:<jobId>` | status record (JSON) | 24 h |
 | `agent:rebalance:idem:<user>:<sha256(key)>` | idempotency record (JSON) | 24 h |
+| `agent:rebalance:ws:conn:<connectionId>` | a WebSocket connection: user, jobs | 2 h, 16 jobs |
+| `agent:rebalance:ws:subs` | hash job id -> connection ids (space-separated) | 2 h per field, 8 |
+| `agent:rebalance:ws:outbox` | list of cancels waiting to be pushed | 1,000 |
 | `metrics:agent:rebalance:rate:<user>` | sliding-window log (packed timestamps) | the window |
 | `metrics:agent:rebalance:read-rate:<user>` | the same, for reads (status, metrics) | the window |
 | `metrics:agent:rebalance:counters:<YYYY-MM-DD>:<name>` | daily counter | 7 d |
@@ -118,6 +121,16 @@ def job_key(job_id: str) -> str:
 
 JOB_KEY_PREFIX = APP + "job:"
 FAILED_KEY_PREFIX = METRICS + "failed:"
+
+
+WS_SUBS = APP + "ws:subs"
+WS_OUTBOX = APP + "ws:outbox"
+# API Gateway caps a WebSocket connection at 2 hours: nothing of one need outlive that.
+WS_TTL_S = 2 * 3600
+
+
+def ws_conn_key(connection_id: str) -> str:
+    return APP + "ws:conn:" + escape(connection_id)
 
 
 def idempotency_key(user_id: str, key: str) -> str:

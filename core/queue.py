@@ -34,12 +34,13 @@ OutcomeKind = Literal["ok", "retry", "dead", "release"]
 
 _PRELUDE = ("_metrics.lua", "_queue.lua")
 ENQUEUE = Script("enqueue.lua", prelude=_PRELUDE)
-CLAIM = Script("claim.lua", prelude=_PRELUDE)
+CLAIM = Script("claim.lua", prelude=(*_PRELUDE, "_notify.lua"))
 CANCEL = Script("cancel.lua", prelude=_PRELUDE)
 REPLAY = Script("replay.lua", prelude=_PRELUDE)
 PURGE = Script("purge.lua")
 
 REQUEUE_SCAN_LIMIT = 1000  # due entries moved per claim; the rest wait for the next claim
+OUTBOX_CAP = 1000  # cancels waiting to be pushed; past it the oldest are dropped
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,9 @@ class Cycle:
     expired: int = 0
     skipped: int = 0  # cancelled jobs popped and ended
     parked: int = 0  # jobs that wait behind their wallet's running job
+    # Status changes to push (asked for with `notify=True`): (job id, connection ids, record
+    # JSON as the script left it, '' when gone). See `core.push`.
+    pushes: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 _TALLY = (
@@ -196,12 +200,15 @@ def claim_and_ack(
     now: int | None = None,
     receipt: str | None = None,
     rng: Callable[[], float] = random.random,
+    notify: bool = False,
 ) -> Cycle:
     """Settle `outcomes` and lease up to `batch` more jobs, in ONE round trip.
 
     With a `receipt` token the call is safe to resend: a resend after the first call landed
     answers the same tallies and the same batch (kept for the lease), so a lost answer costs
     no delivery. Outcomes of expired leases are ignored (fenced by the delivery count).
+    With `notify`, the cycle also names the status changes that WebSocket subscribers wait
+    for (`Cycle.pushes`), found inside the same script.
     """
     now = now_ms() if now is None else now
     today = keys.day(now)
@@ -221,6 +228,8 @@ def claim_and_ack(
         ),
         keys.exec_times_key(today),
         keys.exec_times_key(),
+        keys.WS_SUBS,
+        keys.WS_OUTBOX,
     ]
     rows = [_ack_args(outcome, policy, now, rng) for outcome in outcomes]
     args = [
@@ -238,8 +247,10 @@ def claim_and_ack(
         keys.parked_prefix(queue),
         policy.lease_ms if receipt else 0,
         dumps(rows) if rows else "",
+        "1" if notify else "0",
     ]
     leased, *numbers = CLAIM(client, key_list, args)
+    pushes = json.loads(numbers.pop()) if len(numbers) > len(_TALLY) else []
     tally = dict(zip(_TALLY, map(int, numbers), strict=True))
     return Cycle(
         jobs=[Job.from_dict(data) for data in json.loads(leased)],
@@ -251,6 +262,7 @@ def claim_and_ack(
         expired=tally["expired"],
         skipped=tally["skipped"],
         parked=tally["parked"],
+        pushes=[(str(i), str(c), str(r)) for i, c, r in pushes],
     )
 
 
@@ -328,8 +340,18 @@ def cancel(
             keys.busy_key(queue),
             keys.TOTALS,
             keys.counter_key(keys.day(now), keys.CANCELLED),
+            keys.WS_SUBS,
+            keys.WS_OUTBOX,
         ],
-        [job_id, user_id, now, policy.job_ttl_s, policy.metrics_ttl_s, keys.parked_prefix(queue)],
+        [
+            job_id,
+            user_id,
+            now,
+            policy.job_ttl_s,
+            policy.metrics_ttl_s,
+            keys.parked_prefix(queue),
+            OUTBOX_CAP,
+        ],
     )
     outcome = str(reply[0])
     if outcome == "missing":

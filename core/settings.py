@@ -86,6 +86,10 @@ class Settings:
     sim_latency_ms: int = 50
     sim_failure_rate: float = 0.0
 
+    # The WebSocket API's management endpoint (`https://<api>.execute-api.<region>.amazonaws.com/
+    # <stage>`): where the drain posts status changes. Empty: the drain pushes nothing.
+    ws_api_endpoint: str = ""
+
     log_level: str = "INFO"
 
     @property
@@ -223,6 +227,11 @@ def _check_jobs(v: dict[str, Any]) -> dict[str, str]:
         v["log_level"] = v["log_level"].upper()
         if v["log_level"] not in _LOG_LEVELS:
             problems["LOG_LEVEL"] = "must be one of " + ", ".join(_LOG_LEVELS)
+    endpoint = v.get("ws_api_endpoint", "")
+    if endpoint and (
+        urlparse(endpoint).scheme not in ("http", "https") or not urlparse(endpoint).netloc
+    ):
+        problems["WS_API_ENDPOINT"] = "must be an http(s) URL"
     return problems
 
 

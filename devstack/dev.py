@@ -5,6 +5,8 @@
 - The API: every HTTP route of the Lambdas (the handlers' own `routes`, composed in one
   Starlette app with the same error model), plus `GET /healthz` and `GET /openapi.json`,
   served by uvicorn on `HOST`:`PORT` (default 127.0.0.1:8000).
+- Real time: the job events WebSocket, a stand-in for API Gateway's management API that the
+  drain's pushes reach, and a page at `/` that shows a job's status live (`devstack.events`).
 - A ticker that invokes the drain Lambda's handler every `DEV_DRAIN_INTERVAL_S` seconds, like
   EventBridge does, each invocation with that much budget (default 10; `0` = no ticker, run
   `rebalance drain` by hand). It is also the elastic drain's waker (`DRAIN_WAKE` and
@@ -44,6 +46,7 @@ def build_app() -> Any:
 
     from core.errors import UpstashError
     from core.redis import get_client
+    from devstack import events
     from handlers import _web, metrics, status, submit
     from handlers.openapi import render
 
@@ -65,7 +68,8 @@ def build_app() -> Any:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
-    return _web.create_app([*metrics.routes, *submit.routes, *status.routes, *extra])
+    live = events.routes(events.LocalConnections())
+    return _web.create_app([*metrics.routes, *submit.routes, *status.routes, *extra, *live])
 
 
 @contextmanager
@@ -223,6 +227,17 @@ def _defaults() -> None:
     # As deployed: a submit wakes a drain at once, a backlog fans out to more drains.
     os.environ.setdefault("DRAIN_WAKE", "true")
     os.environ.setdefault("DRAIN_MAX_PARALLEL", "4")
+    # The drain's boto3 client signs its posts to the local management API stand-in: any
+    # credentials do, and these keep it from probing for real ones.
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "dev-local")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "dev-local")
+
+
+def _push_locally(url: str) -> None:
+    """Point the drain's WebSocket pushes at this server's management API stand-in."""
+    from devstack.events import MANAGEMENT_PATH
+
+    os.environ["WS_API_ENDPOINT"] = url + MANAGEMENT_PATH
 
 
 def dev_token() -> str:
@@ -253,6 +268,7 @@ def _banner(url: str, redis: str, ticker_s: float) -> str:
     return f"""
 agent-rebalance dev stack
   API:       {url}   (GET {url}/healthz, {url}/openapi.json)
+  Page:      {url}/#token={token}
   Redis:     {redis}
   Drain:     {drain}
   Dev token: {token}
@@ -297,12 +313,13 @@ def _serve() -> int:
         from core.log import configure
         from core.settings import get_settings
 
-        configure(get_settings().log_level)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, port))
         url = f"http://{host}:{sock.getsockname()[1]}"
+        _push_locally(url)  # before the settings are read
+        configure(get_settings().log_level)
         server = uvicorn.Server(uvicorn.Config(build_app(), log_level="warning", access_log=False))
         ticker = start_ticker(ticker_s)
         print(_banner(url, redis, ticker_s), flush=True)

@@ -4,7 +4,8 @@ Settings, the Redis client and the processor are built once per cold start; a ba
 `REBALANCE_PROCESSOR` fails the first invocation with a `ConfigError` naming it, before any
 job is claimed. The invocation runs until the Lambda's remaining time, less
 `DRAIN_SAFETY_MARGIN_MS`, and returns the drain summary, after logging it once more as
-CloudWatch metrics in embedded metric format (`core.emf`).
+CloudWatch metrics in embedded metric format (`core.emf`). With `WS_API_ENDPOINT` set, it
+pushes the status changes that WebSocket subscribers wait for (`core.push`).
 
 Two kinds of event start it: EventBridge's schedule (`source: aws.events`) and, with the
 elastic drain, a wake (`{"wake": "submit" | "fanout" | "handover", "token"}`, sent by a
@@ -17,7 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core import elastic
 from core.drain import DrainOptions, drain
@@ -29,12 +30,29 @@ from core.queue import QueuePolicy
 from core.redis import get_client
 from core.settings import get_settings
 
+if TYPE_CHECKING:
+    from core.push import Pusher
+
 log = get_logger("handlers.drain")
 
 
 @lru_cache(maxsize=1)
 def _processor(spec: str) -> Processor:
     return load_processor(spec)
+
+
+@lru_cache(maxsize=1)
+def _pusher(endpoint: str) -> Pusher | None:
+    """The WebSocket pusher of the container (its boto3 client stays warm), if configured."""
+    if not endpoint:
+        return None
+    from core import subscriptions
+    from core.push import Pusher, management_poster
+
+    def forget(connection_id: str, job_id: str) -> None:
+        subscriptions.forget(get_client(), connection_id, [job_id])
+
+    return Pusher(management_poster(endpoint), forget)
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -55,6 +73,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             policy=QueuePolicy.from_settings(settings),
             options=options,
             crew=crew,
+            pusher=_pusher(settings.ws_api_endpoint),
         )
         result = summary.as_dict()
         function = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "agent-rebalance-drain")

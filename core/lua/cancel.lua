@@ -1,7 +1,9 @@
 -- Cancel a job for its owner, in one round trip. Prelude: _metrics.lua, _queue.lua.
 -- KEYS: 1 status record, 2 queue list, 3 schedule zset, 4 leased hash, 5 delayed hash,
---       6 cancelled set, 7 busy wallets hash, 8 totals hash, 9 today's `cancelled` counter
--- ARGV: 1 job id, 2 user id, 3 now_ms, 4 record ttl s, 5 metrics ttl s, 6 parked key prefix
+--       6 cancelled set, 7 busy wallets hash, 8 totals hash, 9 today's `cancelled` counter,
+--       10 WebSocket subscriptions hash, 11 WebSocket outbox list
+-- ARGV: 1 job id, 2 user id, 3 now_ms, 4 record ttl s, 5 metrics ttl s, 6 parked key prefix,
+--       7 outbox cap
 -- Returns {'cancelled' | 'already' | 'conflict' | 'processing' | 'missing', record JSON,
 --          leased job JSON (only for 'processing')}
 --
@@ -45,4 +47,12 @@ rec.last_error = nil
 local encoded = cjson.encode(rec)
 redis.call('SET', KEYS[1], encoded, 'EX', tonumber(ARGV[4]))
 count(KEYS[9], KEYS[8], 'cancelled', 1, tonumber(ARGV[5]))
+-- The status route has nothing to post with: the change waits in the outbox, and the `~notify`
+-- member of the schedule makes the next drain claim take it (and push it) at once.
+local conns = redis.call('HGET', KEYS[10], id)
+if conns then
+  redis.call('LPUSH', KEYS[11], cjson.encode({id, conns, encoded}))
+  redis.call('LTRIM', KEYS[11], 0, tonumber(ARGV[7]) - 1)
+  redis.call('ZADD', KEYS[3], 'LT', now, '~notify')
+end
 return {'cancelled', encoded}

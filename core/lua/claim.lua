@@ -1,10 +1,11 @@
 -- Settle the batch in hand and claim the next, in ONE round trip (the drain's steady state);
 -- with no outcomes it is a plain claim, with batch 0 a plain acknowledgement.
--- Prelude: _metrics.lua, _queue.lua.
+-- Prelude: _metrics.lua, _queue.lua, _notify.lua.
 -- KEYS: 1 queue list, 2 schedule zset, 3 leased hash, 4 delayed hash, 5 dead list,
 --       6 totals hash, 7 busy wallets hash, 8 cancelled set, 9 receipt key,
 --       10..14 today's counters succeeded/failed/retried/dead/expired,
---       15 today's execution-time histogram, 16 all-time histogram
+--       15 today's execution-time histogram, 16 all-time histogram,
+--       17 WebSocket subscriptions hash, 18 WebSocket outbox list
 -- ARGV: 1 now_ms, 2 batch size, 3 lease_ms, 4 max attempts, 5 status record key prefix,
 --       6 failure record key prefix, 7 record ttl s, 8 metrics ttl s, 9 dead list cap,
 --       10 requeue scan limit, 11 the job field that names a wallet ('' = no serialization),
@@ -12,10 +13,12 @@
 --       14 the outcomes as ONE JSON array ('' = none), each [id, delivery (the attempts value
 --       it was claimed with), kind ok|retry|dead|release, execution ms ('' = none), status
 --       record JSON ('' = none), job JSON for the delayed hash, dead list or queue, retry due
---       ms, failure record JSON ('' = none), wallet it holds ('' = none)]
+--       ms, failure record JSON ('' = none), wallet it holds ('' = none)],
+--       15 '1' when the caller pushes status changes to WebSocket subscribers
 -- Returns: { JSON array of the leased jobs (one string: one reply to parse), acknowledged,
 --           stale, ok, retry, dead, release, requeued, dead at lease expiry, expired,
---           cancelled skipped, parked }
+--           cancelled skipped, parked, pushes: JSON [[job id, connection ids, record], ...] }
+--          (a resend answered from its receipt has no pushes element)
 --
 -- Stale outcomes belong to a lease that expired and was handed to another consumer: they
 -- change nothing, so nothing is counted twice. A receipt (the tallies and the ids claimed,
@@ -107,6 +110,7 @@ if #outcomes > 0 then
       t.stale = t.stale + 1
     else
       done[#done + 1] = id
+      notify_add(id)
       t[kind] = t[kind] + 1
       if ms ~= '' then timings[#timings + 1] = tonumber(ms) end
       if record ~= '' then redis.call('SET', job_prefix .. id, record, 'EX', job_ttl) end
@@ -150,11 +154,14 @@ end
 if batch > 0 then
   local due = redis.call('ZRANGEBYSCORE', SCHEDULE, '-inf', now, 'LIMIT', 0, tonumber(ARGV[10]))
   for _, id in ipairs(due) do
-    if id ~= QUEUE_MARKER then
+    if id == NOTIFY_MARKER then
+      notify_outbox(SCHEDULE, KEYS[18])
+    elseif id ~= QUEUE_MARKER then
       redis.call('ZREM', SCHEDULE, id)
       local raw = redis.call('HGET', LEASED, id)
       if raw then
         redis.call('HDEL', LEASED, id)
+        notify_add(id)
         local job = cjson.decode(raw)
         job.claimed_at = nil
         if (tonumber(job.attempts) or 0) >= max_attempts then
@@ -228,6 +235,7 @@ while want > 0 and rounds < 8 do
       write_status(job_prefix, job, 'expired', now, job_ttl,
                    'not started within its validity window')
       t.expired = t.expired + 1
+      notify_add(job.id)
       wallet_release(job.lock or w, job.id, Q, SCHEDULE, now)
     elseif w ~= '' and not wallet_take(w, job.id, popped[i]) then
       t.parked = t.parked + 1
@@ -237,6 +245,7 @@ while want > 0 and rounds < 8 do
       if w ~= '' then job.lock = w end
       local encoded = cjson.encode(job)
       leased[#leased + 1] = encoded
+      notify_add(job.id)
       receipt_ids[#receipt_ids + 1] = job.id .. ':' .. job.attempts
       hset[#hset + 1] = job.id
       hset[#hset + 1] = encoded
@@ -268,4 +277,5 @@ if receipt_ms > 0 and (#outcomes > 0 or #receipt_ids > 0) then
 end
 local reply = {'[' .. table.concat(leased, ',') .. ']'}
 for _, n in ipairs(tally) do reply[#reply + 1] = n end
+reply[#reply + 1] = notify_collect(ARGV[15] == '1', KEYS[17], job_prefix)
 return reply

@@ -168,13 +168,14 @@ def test_every_module_ships_unchecked_hash_bytecode_of_python_312(build: Build) 
 
 
 def test_template_runtime_architecture_and_handlers(build: Build) -> None:
-    """Four functions on python3.12/arm64, each pointing at its handler module."""
+    """Five functions on python3.12/arm64, each pointing at its handler module."""
     functions = _functions(build.template)
     assert {name: props["Handler"] for name, props in functions.items()} == {
         "SubmitLambdaFunction": "handlers/submit.handler",
         "StatusLambdaFunction": "handlers/status.handler",
         "MetricsLambdaFunction": "handlers/metrics.handler",
         "DrainLambdaFunction": "handlers/drain.handler",
+        "WsLambdaFunction": "handlers/ws.handler",
     }
     for props in functions.values():
         assert props["Runtime"] == "python3.12"
@@ -182,18 +183,21 @@ def test_template_runtime_architecture_and_handlers(build: Build) -> None:
 
 
 def test_template_routes_and_schedule(build: Build) -> None:
-    """The five HTTP routes of the contract and a drain every minute."""
+    """The five HTTP routes of the contract, the WebSocket routes and a drain every minute."""
     routes = sorted(
         r["Properties"]["RouteKey"]
         for r in build.template["Resources"].values()
         if r["Type"] == "AWS::ApiGatewayV2::Route"
     )
     assert routes == [
+        "$connect",
+        "$disconnect",
         "DELETE /api/agent/rebalance/{jobId}",
         "GET /api/agent/rebalance/metrics",
         "GET /api/agent/rebalance/metrics/prometheus",
         "GET /api/agent/rebalance/{jobId}",
         "POST /api/agent/rebalance",
+        "subscribe",
     ]
     rules = [
         r["Properties"]
@@ -255,9 +259,35 @@ def test_functions_get_parameter_names_of_the_secrets_they_use_and_no_value(
         "StatusLambdaFunction": upstash | {"AUTH_JWT_SECRET"},
         "MetricsLambdaFunction": upstash | {"AUTH_JWT_SECRET", "METRICS_SCRAPE_TOKEN"},
         "DrainLambdaFunction": upstash | {"REBALANCE_WEBHOOK_SECRET"},
+        "WsLambdaFunction": upstash | {"AUTH_JWT_SECRET"},
     }
     for env in variables.values():
         assert all(env.get(secret, "") == "" for secret in SECRETS)
+
+
+def test_only_the_drain_may_post_to_websocket_connections_and_it_knows_where(
+    build: Build,
+) -> None:
+    """The drain's role alone may post, to this service's WebSocket API and stage only; the
+    drain gets the API's management endpoint."""
+    resources = build.template["Resources"]
+    posting = {
+        name
+        for name, resource in resources.items()
+        if resource["Type"] == "AWS::IAM::Role"
+        for policy in resource["Properties"]["Policies"]
+        for statement in policy["PolicyDocument"]["Statement"]
+        if "execute-api:ManageConnections" in str(statement.get("Action"))
+    }
+    assert posting == {"DrainRole"}
+    (push,) = [
+        p for p in resources["DrainRole"]["Properties"]["Policies"] if p["PolicyName"] == "push"
+    ]
+    resource = push["PolicyDocument"]["Statement"][0]["Resource"]["Fn::Sub"]
+    assert "${WebsocketsApi}/prod/POST/@connections/*" in resource
+    variables = _functions(build.template)["DrainLambdaFunction"]["Environment"]["Variables"]
+    endpoint = variables["WS_API_ENDPOINT"]["Fn::Join"][1]
+    assert {"Ref": "WebsocketsApi"} in endpoint and endpoint[-1] == "prod"
 
 
 def test_bytecode_step_ran_with_the_runtime_python(build: Build) -> None:

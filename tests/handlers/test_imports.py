@@ -21,7 +21,8 @@ FORBIDDEN = (
 
 
 @pytest.mark.parametrize(
-    "module", ["handlers.submit", "handlers.status", "handlers.metrics", "handlers.drain"]
+    "module",
+    ["handlers.submit", "handlers.status", "handlers.metrics", "handlers.drain", "handlers.ws"],
 )
 def test_a_handler_cold_import_stays_lean(module: str) -> None:
     """boto3 never on the request path; prometheus_client only when a scrape renders."""
