@@ -85,7 +85,9 @@ class SettingsGuard {
       const fn = service.getFunction(name);
       const env = { ...(service.provider.environment || {}), ...(fn.environment || {}) };
       const events = fn.events || [];
-      return { name, env, events, http: events.some((event) => event.httpApi) };
+      // The ws function verifies tokens like the HTTP routes: the same auth rules apply.
+      const http = events.some((event) => event.httpApi || event.websocket);
+      return { name, env, events, http };
     });
   }
 

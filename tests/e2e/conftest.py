@@ -50,8 +50,18 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Build]:
     env = {**sls_environ(), **SECRETS}
     for name in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL"):  # a user's top-level make, not a sub-make
         env.pop(name, None)
+    # The linked virtualenv is the repository's: never reinstall it from the copy (that would
+    # point its scripts and its editable install at this temporary tree).
     run = subprocess.run(
-        ["make", "package", "STAGE=prod"],
+        [
+            "make",
+            "-o",
+            ".venv/.installed",
+            "-o",
+            "node_modules/.installed",
+            "package",
+            "STAGE=prod",
+        ],
         cwd=tree,
         env=env,
         capture_output=True,

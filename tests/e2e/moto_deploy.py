@@ -27,11 +27,14 @@ ACCOUNT = "123456789012"  # moto's default account
 # Moto would apply the deployment bucket's policy (deny without TLS) ignoring its condition,
 # denying every later read: it is asserted on the template instead of replayed.
 NOT_REPLAYED = {"AWS::S3::BucketPolicy"}
+DEPLOYMENT_STANDIN = "standin-"
 SKIPPED = NOT_REPLAYED | {
     "AWS::ApiGatewayV2::Api",
     "AWS::ApiGatewayV2::Stage",
     "AWS::ApiGatewayV2::Integration",
     "AWS::ApiGatewayV2::Route",
+    "AWS::ApiGatewayV2::RouteResponse",
+    "AWS::ApiGatewayV2::Deployment",
     "AWS::CloudWatch::Alarm",
     "AWS::Lambda::EventInvokeConfig",
 }
@@ -144,6 +147,8 @@ def _api(d: Deployed, _: str, p: dict[str, Any]) -> str:
 
 
 def _stage(d: Deployed, _: str, p: dict[str, Any]) -> str:
+    if str(p.get("DeploymentId", "")).startswith(DEPLOYMENT_STANDIN):
+        p = {k: v for k, v in p.items() if k != "DeploymentId"}
     d.client("apigatewayv2").create_stage(**{k: v for k, v in p.items() if k != "Tags"})
     return p["StageName"]
 
@@ -154,6 +159,17 @@ def _integration(d: Deployed, _: str, p: dict[str, Any]) -> str:
 
 def _route(d: Deployed, _: str, p: dict[str, Any]) -> str:
     return d.client("apigatewayv2").create_route(**p)["RouteId"]
+
+
+def _route_response(d: Deployed, _: str, p: dict[str, Any]) -> str:
+    return d.client("apigatewayv2").create_route_response(**p)["RouteResponseId"]
+
+
+def _deployment(d: Deployed, logical: str, p: dict[str, Any]) -> str:
+    # The WebSocket API's stage names a deployment (the HTTP API's stage deploys itself).
+    # Moto's API Gateway v2 has no CreateDeployment: the id stands for one, and the stage is
+    # created without it.
+    return f"{DEPLOYMENT_STANDIN}{logical}"
 
 
 def _alarm(d: Deployed, logical: str, p: dict[str, Any]) -> str:
@@ -171,9 +187,11 @@ def _invoke_config(d: Deployed, _: str, p: dict[str, Any]) -> str:
 
 _ORDER = [
     "AWS::ApiGatewayV2::Api",
-    "AWS::ApiGatewayV2::Stage",
     "AWS::ApiGatewayV2::Integration",
     "AWS::ApiGatewayV2::Route",
+    "AWS::ApiGatewayV2::RouteResponse",
+    "AWS::ApiGatewayV2::Deployment",
+    "AWS::ApiGatewayV2::Stage",
     "AWS::CloudWatch::Alarm",
     "AWS::Lambda::EventInvokeConfig",
 ]
@@ -182,6 +200,8 @@ _CREATE: dict[str, Callable[[Deployed, str, dict[str, Any]], str]] = {
     "AWS::ApiGatewayV2::Stage": _stage,
     "AWS::ApiGatewayV2::Integration": _integration,
     "AWS::ApiGatewayV2::Route": _route,
+    "AWS::ApiGatewayV2::RouteResponse": _route_response,
+    "AWS::ApiGatewayV2::Deployment": _deployment,
     "AWS::CloudWatch::Alarm": _alarm,
     "AWS::Lambda::EventInvokeConfig": _invoke_config,
 }

@@ -24,6 +24,8 @@ FRAMEWORK = {
     ("W3005", "StatusLambdaFunction"),
     ("W3005", "MetricsLambdaFunction"),
     ("W3005", "DrainLambdaFunction"),
+    ("W3005", "WsLambdaFunction"),
+    ("W3005", "WsLambdaPermissionWebsockets"),  # DependsOn the API, also in SourceArn
     ("W3005", "HttpApiStage"),  # DependsOn HttpApiLogGroup, also in AccessLogSettings
     ("W3005", "HttpApiRoutePostApiAgentRebalance"),  # DependsOn its integration, also in Target
     ("W3005", "HttpApiRouteGetApiAgentRebalanceJobidVar"),

@@ -104,7 +104,7 @@ def test_jwks_mode_needs_issuer_and_audience(tmp_path_factory: pytest.TempPathFa
     env = sls_environ(tmp_path_factory.mktemp("home"))
     env.update(UPSTASH_REDIS_REST_URL="https://u.example")
     output = _deploy_with(tree, env, "authJwksUrl=https://issuer.example/jwks.json")
-    for function in ("submit", "status", "metrics"):
+    for function in ("submit", "status", "metrics", "ws"):
         assert f"  {function}: AUTH_ISSUER (JWKS mode), AUTH_AUDIENCE (JWKS mode)\n" in output
     assert "  drain:" not in output
     output = _deploy_with(

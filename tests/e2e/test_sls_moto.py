@@ -93,7 +93,9 @@ def test_sls_deploy_then_remove_against_moto(
     functions = {
         f["FunctionName"] for f in _client("lambda", endpoint).list_functions()["Functions"]
     }
-    assert functions == {f"{STACK}-{name}" for name in ("submit", "status", "metrics", "drain")}
+    assert functions == {
+        f"{STACK}-{name}" for name in ("submit", "status", "metrics", "drain", "ws")
+    }
     bucket = cfn.describe_stack_resource(
         StackName=STACK, LogicalResourceId="ServerlessDeploymentBucket"
     )["StackResourceDetail"]["PhysicalResourceId"]
