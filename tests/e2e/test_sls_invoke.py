@@ -195,7 +195,9 @@ def test_make_invoke_runs_a_function_from_a_plain_shell(
         AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1",
     )  # fmt: skip
     done = subprocess.run(
-        ["make", "-s", "-o", ".venv/.installed", "-o", "node_modules/.installed", "invoke", "FN=drain", "EVENT=events/drain.json",
+        # -o: the suite's own install is current; the test is about the shell, not pip
+        ["make", "-s", "-o", ".venv/.installed", "-o", "node_modules/.installed", "invoke",
+         "FN=drain", "EVENT=events/drain.json",
          "ARGS=-e DRAIN_IDLE_EXIT_MS=300 -e DRAIN_SAFETY_MARGIN_MS=0"],
         cwd=repo, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
