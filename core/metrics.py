@@ -479,3 +479,10 @@ def render_prometheus(snapshot: PrometheusSnapshot) -> bytes:
 
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def get_queue_gauges(client: RedisClient, now_ms: int | None = None) -> Gauges:
+    """The rebalance queue's depth, in-flight, retrying and dead counts and its oldest queued
+    job's age, in one round trip (5 billed commands)."""
+    now = _now_ms() if now_ms is None else now_ms
+    return _gauges(client.pipeline(_GAUGE_COMMANDS), now)

@@ -55,6 +55,22 @@ def _pusher(endpoint: str) -> Pusher | None:
     return Pusher(management_poster(endpoint), forget)
 
 
+def _backlog(client: Any) -> dict[str, int]:
+    """What a busy drain leaves behind, for the CloudWatch metrics and their age alarm: one
+    round trip, only after a drain that did work (an idle one reads nothing more)."""
+    from core.errors import UpstashError
+    from core.metrics import get_queue_gauges
+
+    try:
+        gauges = get_queue_gauges(client)
+    except UpstashError:
+        return {}
+    return {
+        "queueDepth": gauges.queue_depth,
+        "oldestAgeMs": int(gauges.oldest_queued_age_s * 1000),
+    }
+
+
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     settings = get_settings()
     configure(settings.log_level)
@@ -76,6 +92,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             pusher=_pusher(settings.ws_api_endpoint),
         )
         result = summary.as_dict()
+        if summary.claimed:
+            result.update(_backlog(client))
         function = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "agent-rebalance-drain")
         log_event(log, "drain.metrics", **drain_metrics(result, function))
     return result

@@ -343,3 +343,40 @@ def test_sync_processors_get_as_many_threads_as_the_concurrency(
     summary = run(rest, blocking, QueuePolicy(lease_ms=2000), options=options)
     assert (summary["succeeded"], summary["retried"]) == (20, 0)
     assert peak == 20
+
+
+def test_a_busy_lambda_drain_reports_the_backlog_it_leaves(
+    rest: RestClient, backend: valkey.Valkey, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a drain that did work, the handler's summary carries the queue's depth and its
+    oldest job's age (the CloudWatch metrics' QueueDepth and OldestJobAge); an idle drain
+    reads nothing more."""
+    from handlers import drain as drain_handler
+
+    monkeypatch.setenv("DRAIN_BATCH_SIZE", "2")
+    monkeypatch.setenv("DRAIN_CONCURRENCY", "1")
+    monkeypatch.setenv("DRAIN_IDLE_EXIT_MS", "0")
+    monkeypatch.setenv("DRAIN_SAFETY_MARGIN_MS", "0")
+    monkeypatch.setenv("SIM_LATENCY_MS", "0")
+    from tests.conftest import _reset_caches
+
+    _reset_caches()
+    for i in range(5):
+        queue.enqueue(Q, {"i": i}, client=rest, now=int(time.time() * 1000) - 90_000)
+
+    out_of_time = threading.Event()
+    context = FakeContext(60_000)
+    real = context.get_remaining_time_in_millis
+    monkeypatch.setattr(context, "get_remaining_time_in_millis",
+                        lambda: 0 if out_of_time.is_set() else real())  # fmt: skip
+    monkeypatch.setattr("core.processors.simulated.process", lambda job: out_of_time.set())
+    drain_handler._processor.cache_clear()
+    try:
+        busy = drain_handler.handler({}, context)
+    finally:
+        drain_handler._processor.cache_clear()  # later tests get the real processor
+    # one job ran, then the budget ended: the other claimed job went back unstarted
+    assert (busy["claimed"], busy["succeeded"], busy["released"]) == (2, 1, 1)
+    assert busy["queueDepth"] == 4 and busy["oldestAgeMs"] >= 90_000
+    idle = drain_handler.handler({}, FakeContext(0))
+    assert "queueDepth" not in idle
