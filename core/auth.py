@@ -177,10 +177,20 @@ def _decode_options(settings: Settings) -> dict[str, Any]:
 
 
 def _decode_hs256(token: str, settings: Settings) -> dict[str, Any]:
+    """Verified claims; a token verified in the last minute by this process is not verified
+    again (an agent sends many requests with one token: the check costs ~50 us) while it is
+    still inside its `exp` and `nbf`. HS256 only: its secret is fixed for the process, where a
+    JWKS key may be rotated out."""
+    now = time.time()
+    # Keyed by what verification depends on too: settings built in code (tests) may differ.
+    key = (token, settings.auth_jwt_secret, settings.auth_issuer, settings.auth_audience)
+    cached = _VERIFIED.get(key)
+    if cached is not None and cached[0] > now and cached[1] <= now:
+        return cached[2]
     import jwt
 
     try:
-        return jwt.decode(
+        claims: dict[str, Any] = jwt.decode(
             token,
             settings.auth_jwt_secret,
             algorithms=list(HS_ALGORITHMS),
@@ -188,6 +198,18 @@ def _decode_hs256(token: str, settings: Settings) -> dict[str, Any]:
         )
     except jwt.PyJWTError as exc:
         raise AuthError(_reason(exc)) from exc
+    until = min(now + _VERIFIED_FOR_S, _number(claims.get("exp")) or now)
+    if len(_VERIFIED) >= _VERIFIED_MAX:
+        _VERIFIED.pop(next(iter(_VERIFIED)))  # the oldest entry
+    _VERIFIED[key] = (until, _number(claims.get("nbf")) or 0.0, claims)
+    return claims
+
+
+# (token, secret, issuer, audience) -> (valid until, not before, claims), per process;
+# bounded, oldest dropped first
+_VERIFIED: dict[tuple[str, str, str, str], tuple[float, float, dict[str, Any]]] = {}
+_VERIFIED_FOR_S = 60.0
+_VERIFIED_MAX = 256
 
 
 def _decode_jwks(token: str, settings: Settings) -> dict[str, Any]:

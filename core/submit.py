@@ -112,6 +112,24 @@ def submit_job(
     payload = validate_payload(payload)
     idempotency_key = validate_idempotency_key(idempotency_key)
     now = clock_ms() if now_ms is None else now_ms
+    script_keys, args = submit_call(settings, principal, payload, idempotency_key, now)
+    try:
+        reply = _SUBMIT(client, script_keys, args)
+    except UpstashError:
+        # The answer was lost, or never came: the job may be stored. Resend once: the same job
+        # id finds the stored job, and the script answers it instead of storing a second one.
+        reply = _SUBMIT(client, script_keys, args)
+    return _outcome(reply)
+
+
+def submit_call(
+    settings: Settings,
+    principal: Principal,
+    payload: dict[str, Any],
+    idempotency_key: str | None,
+    now: int,
+) -> tuple[list[str], list[Any]]:
+    """The submit script's KEYS and ARGV for a validated request (a new job id each call)."""
     job = _new_job(principal, payload, now, _valid_for_s(payload, settings))
     today = keys.day(now)
     script_keys = [
@@ -143,13 +161,7 @@ def submit_job(
         IDEMPOTENCY_TTL_S,
         settings.drain_wake_lock_ms if settings.drain_wake else 0,
     ]
-    try:
-        reply = _SUBMIT(client, script_keys, args)
-    except UpstashError:
-        # The answer was lost, or never came: the job may be stored. Resend once: the same job
-        # id finds the stored job, and the script answers it instead of storing a second one.
-        reply = _SUBMIT(client, script_keys, args)
-    return _outcome(reply)
+    return script_keys, args
 
 
 def _valid_for_s(payload: dict[str, Any], settings: Settings) -> int | None:

@@ -319,3 +319,21 @@ def test_a_short_secret_is_refused_even_in_settings_built_in_code() -> None:
     weak = Settings(**BASE, auth_jwt_secret="twelve-bytes")
     with pytest.raises(ConfigError, match="AUTH_JWT_SECRET: must be at least 32 bytes"):
         authenticate(bearer(hs_token()), weak)
+
+
+def test_a_verified_token_is_not_trusted_past_its_exp_nor_under_another_secret() -> None:
+    """A process remembers recent verifications (one per token, not per request), but never
+    past the token's `exp`, never before its `nbf`, and only for the same secret."""
+    soon = hs_token({"exp": int(time.time()) + 1})
+    assert authenticate(bearer(soon), HS).user_id == "user-1"
+    assert authenticate(bearer(soon), HS).user_id == "user-1"  # remembered
+    other = Settings(**BASE, auth_jwt_secret="another-secret-" + "y" * 40)
+    with pytest.raises(AuthError):
+        authenticate(bearer(soon), other)
+    time.sleep(1.1)
+    with pytest.raises(AuthError, match="expired"):
+        authenticate(bearer(soon), HS)
+    later = hs_token({"nbf": int(time.time()) + 30})
+    for _ in range(2):
+        with pytest.raises(AuthError):
+            authenticate(bearer(later), HS)
