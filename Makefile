@@ -35,6 +35,7 @@ dev: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: install tools lint
 	$(BIN)/python -m pytest
@@ -71,4 +72,4 @@ test-fast: install tools
 
 clean:
 	rm -rf $(VENV) .venv-peers node_modules .serverless .requirements-cache .hypothesis \
-		.ruff_cache .pytest_cache *.egg-info bench/results.md bench/peers.md
+		.ruff_cache .mypy_cache .pytest_cache *.egg-info bench/results.md bench/peers.md

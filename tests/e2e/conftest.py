@@ -22,6 +22,7 @@ _COPY_IGNORE = shutil.ignore_patterns(
     "*.pyc",
     ".pytest_cache",
     ".ruff_cache",
+    ".mypy_cache",
     "*.egg-info",
 )
 
