@@ -23,6 +23,7 @@ _COPY_IGNORE = shutil.ignore_patterns(
     ".pytest_cache",
     ".ruff_cache",
     ".mypy_cache",
+    ".coverage*",
     "*.egg-info",
 )
 
