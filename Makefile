@@ -37,9 +37,14 @@ dev: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
+# Coverage of core and handlers, subprocesses included, each at least fail_under (pyproject).
 test: install tools lint
-	$(BIN)/python -m pytest
+	rm -f .coverage .coverage.*
+	$(BIN)/python -m pytest --cov --cov-report=
+	$(BIN)/coverage report --include='core/*'
+	$(BIN)/coverage report --include='handlers/*'
 
 # openapi.json is generated from the pydantic models (core/models.py): rerun after changing them.
 openapi: install
@@ -73,4 +78,4 @@ test-fast: install tools
 
 clean:
 	rm -rf $(VENV) .venv-peers node_modules .serverless .requirements-cache .hypothesis \
-		.ruff_cache .pytest_cache *.egg-info bench/results.md bench/peers.md
+		.ruff_cache .mypy_cache .pytest_cache .coverage .coverage.* *.egg-info bench/results.md bench/peers.md

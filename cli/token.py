@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 DEFAULT_TTL_S = 3600
 
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(f"rebalance token: {problem}", file=sys.stderr)
         return 2
-    claims = {"scope": " ".join(args.scope)} if args.scope else {}
+    claims: dict[str, Any] = {"scope": " ".join(args.scope)} if args.scope else {}
     print(mint_token(args.sub, args.public_key, secret, args.ttl, **claims))
     return 0
 

@@ -217,7 +217,7 @@ class _Drain:
             idle_ms = (time.monotonic() - idle_since) * 1000
             if opts.idle_exit_ms is not None and idle_ms >= opts.idle_exit_ms:
                 return "idle"
-            pause = min(interval, max(0, self.budget_ms()))
+            pause: float = min(interval, max(0, self.budget_ms()))
             if opts.idle_exit_ms is not None:
                 pause = min(pause, max(1, opts.idle_exit_ms - idle_ms))
             await asyncio.sleep(pause / 1000)

@@ -156,7 +156,7 @@ def _lambda_fields(record: logging.LogRecord) -> dict[str, Any]:
     if not function:
         return {}
     # The runtime's LambdaLoggerFilter sets `aws_request_id` on records of its own handler.
-    request_id = _context.get({}).get("request_id") or getattr(record, "aws_request_id", "")
+    request_id = str(_context.get({}).get("request_id") or getattr(record, "aws_request_id", ""))
     fields: dict[str, Any] = {"function_name": function, "cold_start": _is_cold(request_id)}
     if request_id:
         fields["request_id"] = request_id

@@ -474,7 +474,7 @@ def render_prometheus(snapshot: PrometheusSnapshot) -> bytes:
     from prometheus_client import CollectorRegistry, generate_latest
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_SnapshotCollector(snapshot))  # type: ignore[arg-type]
+    registry.register(_SnapshotCollector(snapshot))
     return generate_latest(registry)
 
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
@@ -63,6 +63,7 @@ READ_ONLY = frozenset(
 # waits for the server's delayed ACK of the headers (40 ms on Linux) on every request.
 NO_DELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 _CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_T = TypeVar("_T")
 
 
 class RedisClient(Protocol):
@@ -137,7 +138,7 @@ class RestClient:
 
         return self._call(send, safe)
 
-    def _call(self, send: Callable[[], Any], safe_to_resend: bool) -> Any:
+    def _call(self, send: Callable[[], _T], safe_to_resend: bool) -> _T:
         from upstash_redis.errors import UpstashError as SdkError
 
         attempt = 0

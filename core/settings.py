@@ -109,12 +109,12 @@ class Settings:
         values: dict[str, Any] = {}
         problems: dict[str, str] = {}
         for f in fields(cls):
-            name = f.name.upper()
+            name, annotation = f.name.upper(), str(f.type)  # postponed: the annotation's text
             raw = env.get(name)
-            if raw is None or (raw.strip() == "" and f.type != "str"):
+            if raw is None or (raw.strip() == "" and annotation != "str"):
                 continue
             try:
-                values[f.name] = _PARSERS[f.type](raw.strip())
+                values[f.name] = _PARSERS[annotation](raw.strip())
             except ValueError as exc:
                 problems[name] = str(exc)
         for name, why in _check(values).items():

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 START_ATTEMPTS = 5
 
@@ -116,7 +116,9 @@ def _check_identity(server: Any, host: str) -> None:
     process = server._process
     client = valkey.Valkey(host=host, port=server.port, socket_timeout=5)
     try:
-        answering = int(client.info("server")["process_id"])
+        # valkey-py types every reply `Awaitable | Any`, sync client or not: a sync INFO is a dict.
+        info = cast(dict[str, Any], client.info("server"))
+        answering = int(info["process_id"])
     finally:
         client.close()
     if process is None or process.poll() is not None or answering != process.pid:

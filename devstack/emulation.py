@@ -85,7 +85,8 @@ def _xtrim(args: Args) -> tuple[Args, Finish] | None:
     # XTRIM key MAXLEN ~ n [LIMIT l]
     if len(args) not in (5, 7) or args[2].upper() != b"MAXLEN" or args[3] != b"~":
         return None
-    maxlen, limit = _int(args[4]), 0
+    maxlen = _int(args[4])
+    limit: int | None = 0
     if len(args) == 7:
         limit = _int(args[6]) if args[5].upper() == b"LIMIT" else None
     if maxlen is None or maxlen < 0 or limit is None or limit < 0:

@@ -335,7 +335,7 @@ def create_app(routes: Sequence[BaseRoute]) -> Starlette:
     return app
 
 
-def create_handler(app: ASGIApp) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+def create_handler(app: Starlette) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     """The Lambda entry point for `app`; lifespan off (Mangum would run it per invocation).
 
     Inside Lambda (`AWS_LAMBDA_FUNCTION_NAME` set) the first invocation switches the logs to

@@ -33,7 +33,7 @@ def load_processor(spec: str) -> Processor:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError({"REBALANCE_PROCESSOR": f"cannot import {module_name!r}: {exc}"}) from exc
-    target = getattr(module, attr, None)
+    target: Processor | None = getattr(module, attr, None)
     if not callable(target):
         raise ConfigError({"REBALANCE_PROCESSOR": f"{spec!r} is not a callable"})
     check = getattr(module, "check_config", None)

@@ -22,6 +22,8 @@ _COPY_IGNORE = shutil.ignore_patterns(
     "*.pyc",
     ".pytest_cache",
     ".ruff_cache",
+    ".mypy_cache",
+    ".coverage*",
     "*.egg-info",
 )
 
