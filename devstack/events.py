@@ -165,7 +165,8 @@ async def _stream(websocket: WebSocket, first: dict[str, Any], queue: asyncio.Qu
 async def _next(queue: asyncio.Queue[bytes], closed: asyncio.Future[None]) -> bytes | None:
     """The next pushed message, or None when the client went away first."""
     getter = asyncio.ensure_future(queue.get())
-    done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
+    waiting: set[asyncio.Future[Any]] = {getter, closed}
+    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     if getter in done:
         return getter.result()
     getter.cancel()
