@@ -563,7 +563,7 @@ def main() -> int:
 
     with EmbeddedValkey() as valkey_server, gateway_process(valkey_server.url) as gateway_url:
         bench = Bench(gateway_url, valkey_server.url)
-        for step in (
+        steps = (
             bench.submit_path,
             bench.reads,
             bench.validation,
@@ -576,7 +576,13 @@ def main() -> int:
             bench.idle_cost,
             bench.wake_latency,
             bench.fanout,
-        ):
+        )
+        started = time.monotonic()
+        for number, step in enumerate(steps, 1):
+            # Progress on stderr: the whole run takes about a minute; the table comes at the end.
+            name = step.__name__.replace("_", " ")
+            elapsed = time.monotonic() - started
+            print(f"[{number}/{len(steps)}] {name} ({elapsed:.0f} s)", file=sys.stderr, flush=True)
             step()
     table = render(bench.rows)
     out = ROOT / "bench" / "results.md"

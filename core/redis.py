@@ -281,10 +281,29 @@ def make_client(settings: Settings) -> RestClient:
     )
 
 
+_client_lock = threading.Lock()
+
+
 @lru_cache(maxsize=1)
-def get_client() -> RestClient:
-    """The process-wide REST client (built on first use, reused while the Lambda is warm)."""
+def _client() -> RestClient:
     return make_client(get_settings())
+
+
+def get_client() -> RestClient:
+    """The process-wide REST client (built on first use, reused while the Lambda is warm).
+
+    Built under a lock: a drain's threads and a request can ask at once, and the client built
+    second would be dropped with its connections open."""
+    with _client_lock:
+        return _client()
+
+
+def reset_client() -> None:
+    """Close and forget the process-wide client; the next `get_client()` builds a new one."""
+    with _client_lock:
+        if _client.cache_info().currsize:
+            _client().close()
+        _client.cache_clear()
 
 
 def make_tcp_client(settings: Settings) -> TcpClient | None:

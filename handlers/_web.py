@@ -38,6 +38,7 @@ import json
 import logging
 import math
 import os
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -343,6 +344,7 @@ def create_handler(app: Starlette) -> Callable[[dict[str, Any], Any], dict[str, 
     """
     from mangum import Mangum
 
+    _ensure_event_loop()  # Mangum's constructor would make one of its own, unreferenced
     mangum = Mangum(app, lifespan="off")
 
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -354,18 +356,20 @@ def create_handler(app: Starlette) -> Callable[[dict[str, Any], Any], dict[str, 
     return handler
 
 
-def _ensure_event_loop() -> None:
-    """Mangum runs each invocation on `asyncio.get_event_loop()`; give it one that is open.
+_loops = threading.local()
 
-    Anything in the process that used `asyncio.run()` (which unsets the loop when it ends)
-    would otherwise make the next invocation fail with "no current event loop".
+
+def _ensure_event_loop() -> None:
+    """Mangum runs each invocation on `asyncio.get_event_loop()`: set the thread's own loop.
+
+    Anything in the process that used `asyncio.run()` unsets the current loop when it ends;
+    the next invocation would fail with "no current event loop". The loop is kept here, so
+    one that is unset is set again, not collected with its sockets open.
     """
-    try:
-        loop = asyncio.get_event_loop_policy().get_event_loop()
-    except RuntimeError:
-        loop = None
+    loop = getattr(_loops, "loop", None)
     if loop is None or loop.is_closed():
-        asyncio.set_event_loop(asyncio.new_event_loop())
+        loop = _loops.loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
 
 
 _logging_ready = False

@@ -17,6 +17,7 @@ from core.redis import RestClient
 from core.settings import Settings
 from devstack.embedded import EmbeddedValkey
 from devstack.gateway import GatewayServer
+from tests.support.caches import reset_caches
 
 GATEWAY_TOKEN = "test-gateway-token"
 JWT_SECRET = "test-jwt-secret-with-enough-bytes-for-hs256"
@@ -74,9 +75,9 @@ def env(stack: Stack, backend: valkey.Valkey, monkeypatch: pytest.MonkeyPatch) -
     values = stack.env()
     for name, value in values.items():
         monkeypatch.setenv(name, value)
-    _reset_caches()
+    reset_caches()
     yield values
-    _reset_caches()
+    reset_caches()
 
 
 @pytest.fixture
@@ -89,16 +90,6 @@ def rest(settings: Settings) -> Iterator[RestClient]:
     client = RestClient(settings.upstash_redis_rest_url, settings.upstash_redis_rest_token)
     yield client
     client.close()
-
-
-def _reset_caches() -> None:
-    from core.redis import get_client
-    from core.settings import get_settings
-
-    if get_client.cache_info().currsize:
-        get_client().close()
-    get_client.cache_clear()
-    get_settings.cache_clear()
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -72,10 +72,10 @@ def start(*args: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
 @pytest.fixture
 def gateway() -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
     process, printed = start("--token", "cli-token")
-    yield process, printed
-    if process.poll() is None:
-        process.kill()
-        process.wait(5)
+    with process:  # waits, and closes its pipes
+        yield process, printed
+        if process.poll() is None:
+            process.kill()
 
 
 def test_gateway_serves_and_stops_on_sigterm(
@@ -125,5 +125,6 @@ def test_gateway_with_redis_url_uses_it(stack: Stack, backend: valkey.Valkey) ->
             client.close()
         assert backend.get("via-url") == "1"
     finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(15) == 0
+        with process:  # waits, and closes its pipes
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(15) == 0

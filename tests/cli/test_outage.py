@@ -22,7 +22,7 @@ from tests.support.faults import FaultProxy
 Q = keys.REQUEST_QUEUE
 OUTAGE_S = 5
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 def wait_for(check: Callable[[], bool], timeout_s: float) -> bool:
@@ -90,7 +90,7 @@ def test_the_dev_ticker_keeps_draining_after_an_outage(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     from devstack.dev import Ticker
-    from tests.conftest import _reset_caches
+    from tests.support.caches import reset_caches
 
     with FaultProxy(stack.url) as proxy:
         monkeypatch.setenv("UPSTASH_REDIS_REST_URL", proxy.url)
@@ -98,7 +98,7 @@ def test_the_dev_ticker_keeps_draining_after_an_outage(
         monkeypatch.setenv("DRAIN_SAFETY_MARGIN_MS", "100")
         monkeypatch.setenv("DRAIN_POLL_INTERVAL_MS", "50")
         monkeypatch.setenv("SIM_LATENCY_MS", "1")
-        _reset_caches()
+        reset_caches()
         ticker = Ticker(0.5)
         ticker.start()
         try:

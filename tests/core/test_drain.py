@@ -20,7 +20,8 @@ from core.queue import QueuePolicy
 from core.redis import RestClient
 from core.settings import Settings
 from tests.billing import billed
-from tests.core.conftest import FakeContext, Q
+from tests.core.conftest import Q
+from tests.support.context import FakeContext
 
 FAST = DrainOptions(
     batch_size=10,

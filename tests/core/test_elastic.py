@@ -20,7 +20,8 @@ from core.settings import Settings
 from core.submit import submit_job
 from tests.billing import billed
 from tests.bodies import rebalance
-from tests.core.conftest import FakeContext, Q
+from tests.core.conftest import Q
+from tests.support.context import FakeContext
 
 ELASTIC = ElasticOptions(wake=True, max_parallel=4, fanout_backlog=10, heartbeat_ms=15_000)
 QUICK = DrainOptions(poll_interval_ms=20, poll_max_interval_ms=40, idle_exit_ms=150)

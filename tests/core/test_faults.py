@@ -29,7 +29,7 @@ from tests.conftest import Stack
 from tests.core.conftest import Q
 from tests.support.faults import KINDS, FaultProxy
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
 def record_of(backend: valkey.Valkey, job_id: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from contextlib import closing
 
 import httpx
 import pytest
@@ -33,16 +34,20 @@ def stalled_url() -> Iterator[str]:
 
 def test_a_stalled_server_is_cut_by_the_timeout(stalled_url: str) -> None:
     """A hanging call ends as UpstashError after the timeout, not never (the SDK's default)."""
-    client = RestClient(stalled_url, "t", timeout_s=0.3, retries=3)
-    with pytest.raises(UpstashError, match="ReadTimeout"):
+    with (
+        closing(RestClient(stalled_url, "t", timeout_s=0.3, retries=3)) as client,
+        pytest.raises(UpstashError, match="ReadTimeout"),
+    ):
         client.execute(["SET", "k", "v"])
     # A write that may have run is not resent: one timeout, not four.
     assert client.round_trips == 1
 
 
 def test_a_stalled_read_is_retried_then_fails(stalled_url: str) -> None:
-    client = RestClient(stalled_url, "t", timeout_s=0.2, retries=2)
-    with pytest.raises(UpstashError):
+    with (
+        closing(RestClient(stalled_url, "t", timeout_s=0.2, retries=2)) as client,
+        pytest.raises(UpstashError),
+    ):
         client.execute(["GET", "k"])
     assert client.round_trips == 3
 
@@ -53,8 +58,10 @@ def test_a_refused_connection_is_retried_even_for_writes() -> None:
     closed.bind(("127.0.0.1", 0))
     port = closed.getsockname()[1]
     closed.close()
-    client = RestClient(f"http://127.0.0.1:{port}", "t", timeout_s=0.5, retries=2)
-    with pytest.raises(UpstashError, match="unreachable"):
+    with (
+        closing(RestClient(f"http://127.0.0.1:{port}", "t", timeout_s=0.5, retries=2)) as client,
+        pytest.raises(UpstashError, match="unreachable"),
+    ):
         client.execute(["SET", "k", "v"])
     assert client.round_trips == 3
 
@@ -71,8 +78,7 @@ def test_a_refused_connection_is_retried_even_for_writes() -> None:
 )
 def test_broken_answers_become_the_typed_error(response: httpx.Response) -> None:
     respx.post(FAKE).mock(return_value=response)
-    client = RestClient(FAKE, "t", retries=0)
-    with pytest.raises(UpstashError):
+    with closing(RestClient(FAKE, "t", retries=0)) as client, pytest.raises(UpstashError):
         client.execute(["SET", "k", "v"])
 
 
@@ -84,8 +90,8 @@ def test_a_read_is_resent_after_a_broken_body() -> None:
             httpx.Response(200, json={"result": "dg=="}),
         ]
     )
-    client = RestClient(FAKE, "t", retries=1)
-    assert client.execute(["GET", "k"]) == "v"
+    with closing(RestClient(FAKE, "t", retries=1)) as client:
+        assert client.execute(["GET", "k"]) == "v"
     assert route.call_count == 2
 
 
@@ -117,18 +123,19 @@ def test_script_falls_back_to_eval_once_after_a_flush(
 
 
 def test_the_tcp_client_speaks_the_same_protocol(stack: Stack, backend: valkey.Valkey) -> None:
-    client = TcpClient(stack.redis_url)
     backend.script_flush()
     backend.rpush("dead", "x")
-    assert Script("purge.lua")(client, ["dead"]) == 1
-    assert client.pipeline([["SET", "a", "1"], ["GET", "a"]])[1] == "1"
-    client.close()
+    with closing(TcpClient(stack.redis_url)) as client:
+        assert Script("purge.lua")(client, ["dead"]) == 1
+        assert client.pipeline([["SET", "a", "1"], ["GET", "a"]])[1] == "1"
 
 
 def test_a_rejected_pipeline_is_the_typed_error(stack: Stack) -> None:
     """A 401 on /pipeline is one error object, not an array: still our UpstashError."""
-    client = RestClient(stack.url, "wrong-token", retries=0)
-    with pytest.raises(UpstashError):
+    with (
+        closing(RestClient(stack.url, "wrong-token", retries=0)) as client,
+        pytest.raises(UpstashError),
+    ):
         client.pipeline([["GET", "a"], ["GET", "b"]])
-    with pytest.raises(UpstashError, match="Unauthorized"):
-        client.execute(["GET", "a"])
+        with pytest.raises(UpstashError, match="Unauthorized"):
+            client.execute(["GET", "a"])

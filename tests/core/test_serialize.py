@@ -154,6 +154,7 @@ def run_drains(stack: Stack, count: int, policy: QueuePolicy) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(180)
 def test_three_drains_twenty_wallets_never_overlap_and_keep_order(
     stack: Stack, rest: RestClient, backend: valkey.Valkey, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -188,6 +189,7 @@ def test_three_drains_twenty_wallets_never_overlap_and_keep_order(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(180)
 def test_killed_drains_keep_wallets_serialized_and_lose_nothing(
     rest: RestClient, backend: valkey.Valkey, env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -217,8 +219,8 @@ def test_killed_drains_keep_wallets_serialized_and_lose_nothing(
         procs = [spawn({}) for _ in range(3)]
         time.sleep(delay)
         for proc in procs:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+            with proc:  # waits, and closes its pipe
+                proc.send_signal(signal.SIGKILL)
     time.sleep(1.1)  # every lease of a killed drain has expired
     final = spawn({"DRAIN_IDLE_EXIT_MS": "1500"})
     out, _ = final.communicate(timeout=90)

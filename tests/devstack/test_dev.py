@@ -43,6 +43,7 @@ def read_until(proc: subprocess.Popen[str], pattern: str, timeout_s: float) -> r
     raise AssertionError(f"{pattern!r} never printed; output was:\n{''.join(seen)}")
 
 
+@pytest.mark.timeout(180)
 def test_make_dev_serves_and_stops_cleanly_on_ctrl_c() -> None:
     """The printed URL answers /healthz and a submit; Ctrl-C ends every process it started."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPSTASH_REDIS_REST")}
@@ -87,13 +88,15 @@ def test_make_dev_serves_and_stops_cleanly_on_ctrl_c() -> None:
         assert prometheus.status_code == 200
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does to the foreground group
-        proc.wait(timeout=30)
+        with proc:  # waits, and closes its pipe
+            proc.wait(timeout=30)
     deadline = time.monotonic() + 10
     while session_pids(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert session_pids(proc.pid) == set()
 
 
+@pytest.mark.timeout(120)
 def test_dev_stops_on_sigterm_and_stops_its_valkey() -> None:
     """SIGTERM to the server process alone also stops the embedded server it started."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPSTASH_REDIS_REST")}
@@ -110,8 +113,9 @@ def test_dev_stops_on_sigterm_and_stops_its_valkey() -> None:
     url = read_until(proc, r"API:\s+(http://\S+)", 60).group(1)
     assert "off" in read_until(proc, r"Drain:\s+(.*)", 5).group(1)
     assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 0
+    with proc:  # waits, and closes its pipe
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
     deadline = time.monotonic() + 10
     while session_pids(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -122,20 +126,17 @@ def test_healthz_is_503_in_the_error_model_when_redis_is_away(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Pointed at a port where nothing listens, `/healthz` says 503 with `Retry-After`."""
-    from core.redis import get_client
-    from core.settings import get_settings
     from devstack.dev import build_app
     from tests.handlers.helpers import TestClient
+    from tests.support.caches import reset_caches
 
     monkeypatch.setenv("UPSTASH_REDIS_REST_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("UPSTASH_REDIS_REST_TOKEN", "t")
     monkeypatch.setenv("UPSTASH_RETRIES", "0")
-    get_settings.cache_clear()
-    get_client.cache_clear()
+    reset_caches()
     try:
         answer = TestClient(build_app()).get("/healthz")
     finally:
-        get_settings.cache_clear()
-        get_client.cache_clear()
+        reset_caches()
     assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
     assert answer.json()["error"]["code"] == "service_unavailable"

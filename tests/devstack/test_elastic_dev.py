@@ -46,6 +46,7 @@ def configure(
     get_settings.cache_clear()
 
 
+@pytest.mark.timeout(120)
 def test_a_backlog_fans_out_to_four_drains_and_drains_three_times_faster(
     configure: Callable[..., None], rest: RestClient, backend: valkey.Valkey
 ) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from tests.e2e.helpers import REPO, sls_environ
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 def _service_copy(root: Path) -> Path:

@@ -22,7 +22,7 @@ from tests.e2e.helpers import Sls, for_job, load_event, with_bearer
 if TYPE_CHECKING:
     from tests.conftest import Stack
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 USER = "agent-7f3a"
 PUBLIC_KEY = "7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU"

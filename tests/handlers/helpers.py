@@ -1,4 +1,4 @@
-"""Helpers for HTTP handler tests: a TestClient, tokens, API Gateway v2 events, a Lambda context."""
+"""Helpers for HTTP handler tests: a TestClient, tokens, API Gateway v2 events."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import os
 import time
 import uuid
 import warnings
-from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
@@ -37,18 +36,6 @@ def api_app() -> Starlette:
     from handlers import _web, status, submit
 
     return _web.create_app([*submit.routes, *status.routes])
-
-
-@dataclass
-class LambdaContext:
-    """The bits of a Lambda context that Mangum and our handlers read."""
-
-    aws_request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    function_name: str = "test"
-    budget_ms: int = 10_000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.budget_ms
 
 
 def apigw_event(

@@ -110,10 +110,10 @@ def test_a_job_past_its_valid_for_seconds_expires_without_reaching_the_processor
 def test_job_valid_for_s_is_the_default_window(
     rest: RestClient, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.conftest import _reset_caches
+    from tests.support.caches import reset_caches
 
     monkeypatch.setenv("JOB_VALID_FOR_S", "1")
-    _reset_caches()
+    reset_caches()
     client = TestClient(api_app())
     job_id = submit(client)
     time.sleep(1.1)

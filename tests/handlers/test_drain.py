@@ -9,7 +9,7 @@ import pytest
 from core import keys, queue
 from core.redis import RestClient
 from handlers import drain as drain_handler
-from tests.core.conftest import FakeContext
+from tests.support.context import FakeContext
 
 
 def test_drain_logs_one_emf_line_from_its_summary(

@@ -17,6 +17,7 @@ from core import keys
 from core.settings import get_settings
 from tests.bodies import rebalance
 from tests.handlers.helpers import TestClient, api_app, auth, token
+from tests.support.caches import reset_caches
 
 PATH = "/api/agent/rebalance"
 JSON = {"Content-Type": "application/json"}
@@ -269,16 +270,14 @@ def test_body_limit_follows_max_body_bytes(client: TestClient, backend, monkeypa
 @pytest.fixture
 def point_at(env: dict[str, str], monkeypatch) -> Iterator[Any]:
     """Re-point the process at another Upstash URL with a short timeout."""
-    from core.redis import get_client
 
     def apply(url: str) -> None:
         monkeypatch.setenv("UPSTASH_REDIS_REST_URL", url)
         monkeypatch.setenv("UPSTASH_TIMEOUT_MS", "300")
-        get_settings.cache_clear()
-        get_client.cache_clear()
+        reset_caches()
 
     yield apply
-    get_client.cache_clear()
+    reset_caches()
 
 
 def _closed_port() -> int:

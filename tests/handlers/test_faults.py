@@ -20,7 +20,7 @@ from tests.support.faults import KINDS, FaultProxy
 PATH = "/api/agent/rebalance"
 BODY = {"targets": {"ETH": 0.5, "USDC": 0.5}}
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 @pytest.fixture
@@ -31,12 +31,12 @@ def proxy(stack: Stack) -> Iterator[FaultProxy]:
 
 @pytest.fixture
 def client(env: dict[str, str], proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch) -> TestClient:
-    from tests.conftest import _reset_caches
+    from tests.support.caches import reset_caches
 
     monkeypatch.setenv("UPSTASH_REDIS_REST_URL", proxy.url)
     monkeypatch.setenv("UPSTASH_TIMEOUT_MS", "400")
     monkeypatch.setenv("RATE_LIMIT_MAX", "1000")
-    _reset_caches()
+    reset_caches()
     return TestClient(api_app())
 
 

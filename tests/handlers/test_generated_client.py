@@ -28,6 +28,7 @@ from core.redis import RestClient
 from core.settings import get_settings
 from handlers.openapi import build_openapi
 from tests.handlers.helpers import token
+from tests.support.caches import reset_caches
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERATOR = Path(sys.executable).with_name("openapi-python-client")
@@ -168,6 +169,8 @@ def test_submit_read_and_watch_a_job(
     scrape = _op("get_rebalance_prometheus").sync(client=scraper)
     assert isinstance(scrape, str) and "agent_rebalance_jobs_submitted_total 2.0" in scrape
     assert "agent_rebalance_jobs_cancelled_total 1.0" in scrape
+    for client in (alice, scraper):
+        client.get_httpx_client().close()
 
 
 def _declared_errors() -> set[tuple[str, str]]:
@@ -263,7 +266,7 @@ def test_every_declared_error_parses(
     monkeypatch.setenv("UPSTASH_REDIS_REST_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("UPSTASH_RETRIES", "0")
     monkeypatch.setenv("READ_RATE_LIMIT_MAX", "100")
-    _reset_client()
+    reset_caches()
     produced[("submitRebalance", "503")] = raw.post(
         "/api/agent/rebalance", json=body, headers={**alice, "Idempotency-Key": "k"}
     )
@@ -275,7 +278,7 @@ def test_every_declared_error_parses(
     produced[("getRebalancePrometheus", "503")] = raw.get(
         "/api/agent/rebalance/metrics/prometheus", headers=scrape
     )
-    _reset_client()
+    reset_caches()
     raw.close()
 
     assert set(produced) == _declared_errors()
@@ -302,12 +305,3 @@ def test_every_declared_error_parses(
                 parsed = _parse(operation["operationId"], answer)
                 assert isinstance(parsed, models.GatewayMessage), (operation["operationId"], status)
                 assert parsed.message == gateway[status]
-
-
-def _reset_client() -> None:
-    from core.redis import get_client
-
-    if get_client.cache_info().currsize:
-        get_client().close()
-    get_client.cache_clear()
-    get_settings.cache_clear()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.bodies import rebalance
-from tests.handlers.helpers import LambdaContext, TestClient, api_app, apigw_event, auth, body_of
+from tests.handlers.helpers import TestClient, api_app, apigw_event, auth, body_of
+from tests.support.context import FakeContext
 
 PATH = "/api/agent/rebalance"
 
@@ -65,8 +66,8 @@ def test_status_through_the_lambda_handler(client: TestClient, backend) -> None:
 
     job_id = _submit(client)
     for _ in range(2):
-        response = handler(apigw_event("GET", f"{PATH}/{job_id}", headers=auth()), LambdaContext())
+        response = handler(apigw_event("GET", f"{PATH}/{job_id}", headers=auth()), FakeContext())
         assert response["statusCode"] == 200, response
         assert body_of(response)["jobId"] == job_id
-    missing = handler(apigw_event("GET", f"{PATH}/{job_id}", headers=auth("bob")), LambdaContext())
+    missing = handler(apigw_event("GET", f"{PATH}/{job_id}", headers=auth("bob")), FakeContext())
     assert (missing["statusCode"], body_of(missing)["error"]["code"]) == (404, "not_found")

@@ -10,7 +10,8 @@ import pytest
 from core import keys
 from core.jobs import Job
 from tests.bodies import rebalance, stored
-from tests.handlers.helpers import LambdaContext, TestClient, api_app, apigw_event, auth, body_of
+from tests.handlers.helpers import TestClient, api_app, apigw_event, auth, body_of
+from tests.support.context import FakeContext
 
 PATH = "/api/agent/rebalance"
 
@@ -137,7 +138,7 @@ def test_lambda_event_through_the_handler(env: dict[str, str], backend) -> None:
             body=json.dumps(rebalance(i=i)),
             headers={**auth(), "Content-Type": "application/json"},
         )
-        context = LambdaContext()
+        context = FakeContext()
         response = handler(event, context)
         assert response["statusCode"] == 202, response
         body = body_of(response)
@@ -160,7 +161,7 @@ def test_lambda_event_with_authorizer_claims(env: dict[str, str], backend, monke
         headers={"Content-Type": "application/json"},
         claims={"sub": "from-authorizer", "publicKey": "pk"},
     )
-    response = handler(event, LambdaContext())
+    response = handler(event, FakeContext())
     assert response["statusCode"] == 202, response
     assert Job.from_json(backend.lindex(keys.REQUEST_QUEUE, 0)).user_id == "from-authorizer"
     unauthorized = handler(
@@ -170,7 +171,7 @@ def test_lambda_event_with_authorizer_claims(env: dict[str, str], backend, monke
             body=json.dumps(rebalance()),
             headers={**auth(), "Content-Type": "application/json"},
         ),
-        LambdaContext(),
+        FakeContext(),
     )
     assert unauthorized["statusCode"] == 401
 
@@ -194,7 +195,7 @@ def test_request_logs_carry_the_lambda_request_id_and_no_token(
     logger.setLevel(logging.INFO)
     try:
         headers = {**auth(), "Content-Type": "application/json"}
-        context = LambdaContext()
+        context = FakeContext()
         answer = handler(
             apigw_event("POST", PATH, body=json.dumps(rebalance()), headers=headers), context
         )

@@ -90,6 +90,7 @@ class FaultProxy:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.sleep(0)  # the closed transports release their sockets
 
     def __enter__(self) -> FaultProxy:
         return self.start()
@@ -160,11 +161,12 @@ class FaultProxy:
 
     async def _forward(self, head: bytes, body: bytes) -> bytes:
         reader, writer = await asyncio.open_connection(*self.upstream)
-        writer.write(_closing(head) + body)
-        await writer.drain()
-        answer = await reader.read()
-        writer.close()
-        return answer
+        try:  # cancelled by stop() too: the upstream connection is closed either way
+            writer.write(_closing(head) + body)
+            await writer.drain()
+            return await reader.read()
+        finally:
+            writer.close()
 
 
 def _content_length(head: bytes) -> int:
