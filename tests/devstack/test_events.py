@@ -24,7 +24,7 @@ from core import keys
 from core.auth import mint_token
 from devstack.events import MANAGEMENT_PATH
 from handlers import drain as drain_handler
-from tests.core.conftest import FakeContext
+from tests.support.context import FakeContext
 
 USER, WALLET = "dev-user", "dev-wallet"
 

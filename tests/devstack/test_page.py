@@ -64,7 +64,7 @@ def page_url(env: dict[str, str]) -> Iterator[str]:
         yield read_until(proc, r"Page:\s+(http://\S+)", 60).group(1)
     finally:
         proc.terminate()
-        proc.wait(20)
+        proc.communicate(timeout=20)  # and its pipe closed
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ def browser(tmp_path: Path) -> Iterator[ClientConnection]:
             yield cdp
     finally:
         proc.terminate()
-        proc.wait(20)
+        proc.communicate(timeout=20)  # and its pipe closed
 
 
 def read_devtools_port(proc: subprocess.Popen[str]) -> int:

@@ -30,8 +30,8 @@ from core.settings import Settings
 from core.submit import submit_job
 from handlers import drain as drain_handler
 from handlers import ws
-from tests.core.conftest import FakeContext
 from tests.e2e.helpers import load_event
+from tests.support.context import FakeContext
 
 ENDPOINT = "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/dev"
 USER, WALLET = "agent-7f3a", "7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU"
