@@ -220,9 +220,12 @@ def start_ticker(interval_s: float) -> Ticker | None:
 
 
 def _defaults() -> None:
-    os.environ.setdefault("AUTH_JWT_SECRET", secrets.token_urlsafe(32))
+    # Unset or exported empty: a random one (an empty secret would only fail later).
+    if not os.environ.get("AUTH_JWT_SECRET", "").strip():
+        os.environ["AUTH_JWT_SECRET"] = secrets.token_urlsafe(32)
     # Random per run: a fixed dev token would open the scrape route of any forgotten dev stack.
-    os.environ.setdefault("METRICS_SCRAPE_TOKEN", secrets.token_urlsafe(24))
+    if not os.environ.get("METRICS_SCRAPE_TOKEN", "").strip():
+        os.environ["METRICS_SCRAPE_TOKEN"] = secrets.token_urlsafe(24)
     os.environ.setdefault("REBALANCE_PROCESSOR", "core.processors.simulated:process")
     # As deployed: a submit wakes a drain at once, a backlog fans out to more drains.
     os.environ.setdefault("DRAIN_WAKE", "true")
@@ -294,32 +297,86 @@ def main() -> int:
     # uvicorn re-raises the signal that stopped it; as a KeyboardInterrupt, SIGTERM too
     # unwinds the `finally` blocks that stop the ticker, the gateway and the Valkey server.
     signal.signal(signal.SIGTERM, _interrupt)
+    from core.errors import ConfigError, UpstashError
+
     try:
         return _serve()
     except KeyboardInterrupt:
         print("stopped", flush=True)
         return 0
+    except (DevError, ConfigError) as exc:  # something to set right: one line, no traceback
+        print(f"make dev: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except UpstashError as exc:
+        print(f"make dev: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+class DevError(Exception):
+    """A `make dev` variable or resource problem, told in one line naming the variable."""
+
+
+def _dev_options() -> tuple[str, int, float]:
+    """HOST, PORT and DEV_DRAIN_INTERVAL_S, checked: a DevError names a bad one."""
+    host = os.environ.get("HOST", "127.0.0.1")
+    raw_port = os.environ.get("PORT", "8000")
+    if not raw_port.isdigit() or int(raw_port) > 65535:
+        raise DevError(f"PORT must be a port number (0-65535), got {raw_port!r}")
+    raw_interval = os.environ.get("DEV_DRAIN_INTERVAL_S", "10")
+    try:
+        interval = float(raw_interval)
+    except ValueError:
+        interval = -1.0
+    if not interval >= 0:  # also refuses nan
+        raise DevError(
+            "DEV_DRAIN_INTERVAL_S must be a number of seconds (0 = no ticker), "
+            f"got {raw_interval!r}"
+        )
+    return host, int(raw_port), interval
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise DevError(
+            f"cannot listen on {host}:{port} ({exc.strerror}): another `make dev`? "
+            "Set PORT (or HOST) to a free one"
+        ) from None
+    return sock
+
+
+def _check_reachable() -> None:
+    """Fail at start, not on the first request, when the configured Redis does not answer."""
+    from core.errors import UpstashError
+    from core.redis import get_client
+
+    try:
+        get_client().execute(["PING"])
+    except UpstashError as exc:
+        url = os.environ.get("UPSTASH_REDIS_REST_URL", "")
+        raise UpstashError(f"UPSTASH_REDIS_REST_URL={url} does not answer: {exc}") from None
 
 
 def _serve() -> int:
     import uvicorn
 
-    host = os.environ.get("HOST", "127.0.0.1")
-    port = int(os.environ.get("PORT", "8000"))
-    ticker_s = float(os.environ.get("DEV_DRAIN_INTERVAL_S", "10"))
+    host, port, ticker_s = _dev_options()
     _defaults()
+    sock = _bind(host, port)  # before the stack starts: a taken port costs nothing
     with redis_stack() as redis:
         from core import elastic
         from core.log import configure
         from core.settings import get_settings
 
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((host, port))
         url = f"http://{host}:{sock.getsockname()[1]}"
         _push_locally(url)  # before the settings are read
         configure(get_settings().log_level)
+        _check_reachable()
         server = uvicorn.Server(uvicorn.Config(build_app(), log_level="warning", access_log=False))
         ticker = start_ticker(ticker_s)
         print(_banner(url, redis, ticker_s), flush=True)

@@ -359,9 +359,9 @@ def test_a_busy_lambda_drain_reports_the_backlog_it_leaves(
     monkeypatch.setenv("DRAIN_IDLE_EXIT_MS", "0")
     monkeypatch.setenv("DRAIN_SAFETY_MARGIN_MS", "0")
     monkeypatch.setenv("SIM_LATENCY_MS", "0")
-    from tests.conftest import _reset_caches
+    from tests.support.caches import reset_caches
 
-    _reset_caches()
+    reset_caches()
     for i in range(5):
         queue.enqueue(Q, {"i": i}, client=rest, now=int(time.time() * 1000) - 90_000)
 

@@ -140,3 +140,56 @@ def test_healthz_is_503_in_the_error_model_when_redis_is_away(
         reset_caches()
     assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
     assert answer.json()["error"]["code"] == "service_unavailable"
+
+
+def _dev_fails(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("UPSTASH_", "PORT"))}
+    return subprocess.run(
+        [sys.executable, "-m", "devstack.dev"],
+        cwd=ROOT,
+        env={**base, "DEV_DRAIN_INTERVAL_S": "0", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "named", "code"),
+    [
+        ({"PORT": "abc"}, "PORT", 2),
+        ({"PORT": "70000"}, "PORT", 2),
+        ({"DEV_DRAIN_INTERVAL_S": "abc"}, "DEV_DRAIN_INTERVAL_S", 2),
+        ({"PORT": "0", "RATE_LIMIT_MAX": "many"}, "RATE_LIMIT_MAX", 2),
+        (
+            {"PORT": "0", "UPSTASH_REDIS_REST_URL": "http://127.0.0.1:9",
+             "UPSTASH_REDIS_REST_TOKEN": "stale", "UPSTASH_TIMEOUT_MS": "500"},
+            "UPSTASH_REDIS_REST_URL=http://127.0.0.1:9 does not answer",
+            1,
+        ),
+    ],
+)  # fmt: skip
+def test_make_dev_names_what_is_wrong_in_one_line(
+    env: dict[str, str], named: str, code: int
+) -> None:
+    """A bad variable or an unreachable database: one line naming it, no traceback."""
+    run = _dev_fails(env)
+    assert run.returncode == code, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("make dev: ") and named in lines[0], lines
+    assert "Traceback" not in run.stderr
+
+
+def test_make_dev_on_a_taken_port_says_to_set_port() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = _dev_fails({"PORT": str(port)})
+    assert run.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in run.stderr and "Set PORT" in run.stderr
+    assert "Traceback" not in run.stderr
