@@ -241,7 +241,8 @@ class Bench:
         from core.auth import Principal, mint_token
         from core.submit import _SUBMIT, submit_call
         from handlers.submit import handler
-        from tests.handlers.helpers import LambdaContext, apigw_event
+        from tests.handlers.helpers import apigw_event
+        from tests.support.context import FakeContext
 
         token = mint_token("bench-http", "bench-key", SECRET, 3600)
         headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
@@ -251,7 +252,7 @@ class Bench:
             body = json_module.dumps(_body(n=n))
             event = apigw_event("POST", "/api/agent/rebalance", body=body, headers=headers)
             started = time.perf_counter()
-            answer = handler(event, LambdaContext())
+            answer = handler(event, FakeContext())
             elapsed = time.perf_counter() - started
             assert answer["statusCode"] == 202, answer
             return elapsed

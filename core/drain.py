@@ -58,8 +58,8 @@ PUSH_WAIT_S = 2.0  # at the end of an invocation, for WebSocket posts still in f
 
 @dataclass(frozen=True)
 class DrainOptions:
-    batch_size: int = 100
-    concurrency: int = 100
+    batch_size: int = 300
+    concurrency: int = 300
     poll_interval_ms: int = 500
     poll_max_interval_ms: int = 5000
     backoff_factor: float = 1.5

@@ -63,8 +63,8 @@ class Settings:
     serialize_by: str = "wallet"
     job_valid_for_s: int | None = None
 
-    drain_batch_size: int = 100
-    drain_concurrency: int = 100
+    drain_batch_size: int = 300
+    drain_concurrency: int = 300
     drain_poll_interval_ms: int = 500
     drain_poll_max_interval_ms: int = 5000
     drain_backoff_factor: float = 1.5

@@ -301,13 +301,13 @@ def test_a_batch_that_no_longer_fits_the_budget_is_released(
 def test_at_the_defaults_a_batch_is_one_round_trip_and_a_job_bills_at_most_one_and_a_half(
     rest: RestClient, backend: valkey.Valkey, settings: Settings
 ) -> None:
-    """The default drain (batch 100): the first claim, then one round trip per batch that
+    """The default drain (batch 300): the first claim, then one round trip per batch that
     acknowledges it and claims the next; at most 1.5 billed commands per job."""
-    jobs = 500
+    jobs = 900
     for i in range(jobs):
         queue.enqueue(Q, {"i": i}, public_key=f"wallet-{i}", client=rest)
     defaults = DrainOptions.from_settings(settings)
-    assert (defaults.batch_size, defaults.concurrency) == (100, 100)
+    assert (defaults.batch_size, defaults.concurrency) == (300, 300)
     options = DrainOptions(**{**defaults.__dict__, "idle_exit_ms": 0, "safety_margin_ms": 0})
     queue.claim(rest, "warm-up", 1, QueuePolicy())  # the claim script is cached
     trips = rest.round_trips
@@ -315,7 +315,7 @@ def test_at_the_defaults_a_batch_is_one_round_trip_and_a_job_bills_at_most_one_a
         summary = drain(
             rest, lambda job: None, lambda: 60_000, policy=QueuePolicy(), options=options
         )
-    assert summary.succeeded == jobs and summary.batches == jobs // 100
+    assert summary.succeeded == jobs and summary.batches == jobs // 300
     # first claim + one per batch (the last one finds the queue empty and stops)
     assert rest.round_trips - trips == 1 + summary.batches
     assert bill.total / jobs <= 1.5, bill.by_command

@@ -21,7 +21,7 @@ BASE = {"UPSTASH_REDIS_REST_URL": "https://db.upstash.io", "UPSTASH_REDIS_REST_T
 def test_defaults_follow_the_design() -> None:
     s = Settings.from_env(BASE)
     assert (s.rate_limit_max, s.rate_limit_window_s, s.max_body_bytes) == (10, 60, 16384)
-    assert (s.job_max_attempts, s.drain_batch_size, s.drain_backoff_factor) == (5, 100, 1.5)
+    assert (s.job_max_attempts, s.drain_batch_size, s.drain_backoff_factor) == (5, 300, 1.5)
     assert (s.drain_poll_interval_ms, s.drain_poll_max_interval_ms) == (500, 5000)
     assert s.drain_idle_exit_ms is None
 
