@@ -70,6 +70,7 @@ class FaultProxy:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="fault-proxy", daemon=True)
         self._server: asyncio.Server | None = None
+        self._transports: set[asyncio.BaseTransport] = set()
         self.url = ""
 
     def start(self) -> FaultProxy:
@@ -86,11 +87,18 @@ class FaultProxy:
         if self._server is not None:
             self._server.close()
         current = asyncio.current_task()
-        pending = [t for t in asyncio.all_tasks() if t is not current]
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        await asyncio.sleep(0)  # the closed transports release their sockets
+        # A connection accepted just before the close starts its task on a later turn of the
+        # loop: sweep until no task and no client transport is left.
+        for sweep in range(10):
+            for transport in list(self._transports):
+                transport.abort()
+            pending = [t for t in asyncio.all_tasks() if t is not current]
+            if sweep and not pending and not self._transports:
+                break
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.sleep(0.01)  # the aborted transports release their sockets
 
     def __enter__(self) -> FaultProxy:
         return self.start()
@@ -126,6 +134,7 @@ class FaultProxy:
             return kind
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._transports.add(writer.transport)
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             length = _content_length(head)
@@ -134,10 +143,11 @@ class FaultProxy:
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
             pass
         except asyncio.CancelledError:
-            writer.close()
+            writer.transport.abort()
             raise
         finally:
             writer.close()
+            self._transports.discard(writer.transport)
 
     async def _answer(
         self, head: bytes, body: bytes, kind: str | None, writer: asyncio.StreamWriter
