@@ -270,3 +270,34 @@ def test_backoff_is_exponential_with_jitter_inside_the_bounds(
 ) -> None:
     """Ceiling doubles per attempt up to the max; the draw lies between base and ceiling."""
     assert queue.backoff_ms(attempt, 100, 1000, lambda: rng) == expected
+
+
+def test_the_lua_and_python_writers_of_each_record_agree_on_its_shape(
+    rest: RestClient, backend
+) -> None:
+    """Status and failure records are written by Python (acks) and by Lua (expiry, lease
+    loss): the same fields, the same context, whoever writes them."""
+    import json
+
+    from core.queue import Outcome, failure_record, status_record
+
+    now = 1_767_225_600_000
+    expired = queue.enqueue(Q, {"a": 1}, client=rest, now=now - 10_000)
+    raw = json.loads(backend.lindex(keys.queue_key(Q), 0))
+    raw["expires_at"] = now - 1
+    backend.lset(keys.queue_key(Q), 0, json.dumps(raw))
+    assert queue.claim(rest, Q, 10, QueuePolicy(), now=now).jobs == []
+    lua_status = json.loads(backend.get(keys.job_key(expired)))
+
+    fragile = QueuePolicy(lease_ms=10, max_attempts=1)
+    lost = queue.enqueue(Q, {"b": 2}, client=rest, now=now)
+    (job,) = queue.claim(rest, Q, 10, fragile, now=now).jobs
+    queue.claim(rest, Q, 10, fragile, now=now + 100)  # the lease expired on its last delivery
+    lua_failure = json.loads(backend.get(keys.failed_key(lost)))
+
+    py_status = json.loads(status_record(job, "expired", now, error="x"))
+    py_failure = json.loads(failure_record(job, Outcome(job, "dead", 1.0, error="x"), now))
+    assert set(lua_status) == set(py_status)
+    assert set(lua_failure) == set(py_failure)
+    assert set(lua_failure["context"]) == set(py_failure["context"])
+    assert lua_failure["payload"] == py_failure["payload"] == {"b": 2}
