@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -25,6 +24,7 @@ from core.auth import mint_token
 from devstack.events import MANAGEMENT_PATH
 from handlers import drain as drain_handler
 from tests.support.context import FakeContext
+from tests.support.serving import serving_dev_app
 
 USER, WALLET = "dev-user", "dev-wallet"
 
@@ -32,10 +32,6 @@ USER, WALLET = "dev-user", "dev-wallet"
 @pytest.fixture
 def dev_url(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The dev app on a free port; the drain pushes to its management API stand-in."""
-    import uvicorn
-
-    from devstack.dev import build_app
-
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -50,18 +46,8 @@ def dev_url(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[st
     }.items():
         monkeypatch.setenv(name, value)
     drain_handler._pusher.cache_clear()
-    config = uvicorn.Config(build_app(), log_level="warning", access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    yield url
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serving_dev_app(sock):
+        yield url
     drain_handler._pusher.cache_clear()
 
 

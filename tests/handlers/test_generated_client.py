@@ -29,6 +29,7 @@ from core.settings import get_settings
 from handlers.openapi import build_openapi
 from tests.handlers.helpers import token
 from tests.support.caches import reset_caches
+from tests.support.serving import serving_dev_app
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERATOR = Path(sys.executable).with_name("openapi-python-client")
@@ -77,24 +78,10 @@ def _module(name: str) -> Any:
 @pytest.fixture
 def api_url(env: dict[str, str]) -> Iterator[str]:
     """The dev server's app on a free port, served by uvicorn in a thread."""
-    import uvicorn
-
-    from devstack.dev import build_app
-
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(build_app(), log_level="warning", access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serving_dev_app(sock):
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 def _op(name: str) -> Any:
