@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import json
 import time
+import traceback
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+
+from core.log import redact
 
 
 class JobStatus(StrEnum):
@@ -230,3 +234,54 @@ def status_view(record: dict[str, Any], leased: dict[str, Any] | None) -> dict[s
     if record.get("result") is not None:
         view["result"] = record["result"]
     return view
+
+
+def status_record(
+    job: Job, status: JobStatus | str, now: int, *, error: str | None = None, result: Any = None
+) -> str:
+    """The JSON stored at `agent:rebalance:job:<id>`; Lua's twin is `write_status`."""
+    record = {
+        "id": job.id,
+        "user_id": job.user_id,
+        "status": str(status),
+        "attempts": job.attempts,
+        "created_at": job.created_at,
+        "updated_at": now,
+    }
+    if error:
+        record["last_error"] = error
+    if result is not None and result is not True:
+        record["result"] = result
+    return dumps(record)
+
+
+FAILURE_TEXT_LIMIT = 8 * 1024  # a stack trace is useful; a megabyte of one is a cost
+
+
+def failure_record(
+    job_id: str,
+    error: BaseException | str,
+    context: Mapping[str, Any] | None = None,
+    payload: Any = None,
+    now: int | None = None,
+    stack: str = "",
+) -> str:
+    """The JSON stored under `failed_key(job_id)`: error, stack trace, context, payload.
+
+    Secrets are redacted from the error text and the stack, which may quote a URL. Lua's
+    twin is `dead_letter` in `claim.lua`.
+    """
+    if isinstance(error, BaseException):
+        message = f"{type(error).__name__}: {error}"
+        stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    else:
+        message = str(error)
+    record = {
+        "job_id": job_id,
+        "error": redact(message)[:FAILURE_TEXT_LIMIT],
+        "stack": redact(stack)[-FAILURE_TEXT_LIMIT:],  # the innermost frames matter most
+        "context": dict(context or {}),
+        "payload": payload,
+        "failed_at": now_ms() if now is None else now,
+    }
+    return json.dumps(record, separators=(",", ":"), default=str, ensure_ascii=False)

@@ -25,15 +25,13 @@ from __future__ import annotations
 import json
 import math
 import time
-import traceback
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from core import keys, rate_limit
 from core.errors import ValidationError
-from core.jobs import iso
-from core.log import redact
+from core.jobs import failure_record, iso
 from core.queue import depth_commands
 from core.rate_limit import RateLimit, ReadLimit, limited_read
 from core.redis import RedisClient, Script, get_client
@@ -52,7 +50,6 @@ TRACKED = (
     keys.EXPIRED,
     keys.RATE_LIMIT_BLOCKED,
 )
-_FAILURE_TEXT_LIMIT = 8 * 1024  # a stack trace is useful; a megabyte of one is a cost
 
 _COUNT = Script("metrics_count.lua", prelude=["_metrics.lua"])
 _TIMINGS = Script("metrics_timings.lua", prelude=["_metrics.lua"])
@@ -110,35 +107,6 @@ def record_job_timing(
     duration = max(0.0, float(end - start_time_ms))
     record_timings([duration], end, client=client)
     return duration
-
-
-def failure_record(
-    job_id: str,
-    error: BaseException | str,
-    context: Mapping[str, Any] | None = None,
-    payload: Any = None,
-    now_ms: int | None = None,
-    stack: str = "",
-) -> str:
-    """The JSON stored under `failed_key(job_id)`: error, stack trace, context, payload.
-
-    The drain writes its records through this function too, so readers see one format.
-    Secrets are redacted from the error text and the stack, which may quote a URL.
-    """
-    if isinstance(error, BaseException):
-        message = f"{type(error).__name__}: {error}"
-        stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    else:
-        message = str(error)
-    record = {
-        "job_id": job_id,
-        "error": redact(message)[:_FAILURE_TEXT_LIMIT],
-        "stack": redact(stack)[-_FAILURE_TEXT_LIMIT:],  # the innermost frames matter most
-        "context": dict(context or {}),
-        "payload": payload,
-        "failed_at": _now_ms() if now_ms is None else now_ms,
-    }
-    return json.dumps(record, separators=(",", ":"), default=str, ensure_ascii=False)
 
 
 def record_failed_job(

@@ -26,7 +26,16 @@ from typing import Any, Literal
 
 from core import keys
 from core.errors import ConflictError, NotFoundError
-from core.jobs import Job, JobStatus, dumps, new_job_id, now_ms, status_view
+from core.jobs import (
+    Job,
+    JobStatus,
+    dumps,
+    failure_record,
+    new_job_id,
+    now_ms,
+    status_record,
+    status_view,
+)
 from core.redis import RedisClient, Script, get_client
 from core.settings import Settings
 
@@ -301,11 +310,11 @@ def _ack_args(
         body = job.to_json(last_error=outcome.error, claimed_at=None)
         due = str(now + backoff_ms(job.attempts, policy.retry_base_ms, policy.retry_max_ms, rng))
         record = status_record(job, JobStatus.RETRYING, now, error=outcome.error)
-        failure = failure_record(job, outcome, now)
+        failure = _failure(job, outcome, now)
     elif outcome.kind == "dead":
         body = job.to_json(last_error=outcome.error, claimed_at=None, dead_at=now, lock=None)
         record = status_record(job, JobStatus.DEAD, now, error=outcome.error)
-        failure = failure_record(job, outcome, now)
+        failure = _failure(job, outcome, now)
     else:  # release: never started, so this delivery does not count
         body = job.to_json(attempts=job.attempts - 1, claimed_at=None)
     return [job.id, job.attempts, outcome.kind, ms, record, body, due, failure, job.lock]
@@ -366,36 +375,15 @@ def cancel(
     return view
 
 
-def status_record(
-    job: Job, status: JobStatus, now: int, *, error: str | None = None, result: Any = None
-) -> str:
-    """The JSON stored at `agent:rebalance:job:<id>` (see `core.jobs`)."""
-    record = {
-        "id": job.id,
-        "user_id": job.user_id,
-        "status": str(status),
-        "attempts": job.attempts,
-        "created_at": job.created_at,
-        "updated_at": now,
-    }
-    if error:
-        record["last_error"] = error
-    if result is not None and result is not True:
-        record["result"] = result
-    return dumps(record)
-
-
-def failure_record(job: Job, outcome: Outcome, now: int) -> str:
-    """The failure record of a delivery (`metrics:…:failed:<id>`, 7 d), in metrics' format."""
-    from core import metrics  # metrics reads the queue's depth: import it when a job fails
-
+def _failure(job: Job, outcome: Outcome, now: int) -> str:
+    """The failure record of a delivery, with the context the claim script writes too."""
     context = {
         "attempts": job.attempts,
         "queue": job.queue,
         "user_id": job.user_id,
         "outcome": outcome.kind,
     }
-    return metrics.failure_record(
+    return failure_record(
         job.id, outcome.error or "", context, job.payload, now, outcome.stack or ""
     )
 

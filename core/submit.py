@@ -46,10 +46,17 @@ from core.errors import (
     UpstashError,
     ValidationError,
 )
-from core.jobs import FINAL_STATUSES, Job, JobStatus, dumps, new_job_id, status_view
+from core.jobs import (
+    FINAL_STATUSES,
+    Job,
+    JobStatus,
+    dumps,
+    new_job_id,
+    status_record,
+    status_view,
+)
 from core.jobs import now_ms as clock_ms
 from core.log import mask, redact
-from core.queue import status_record
 from core.rate_limit import ReadLimit, limited_read, retry_after_s
 from core.redis import RedisClient, Script
 from core.settings import Settings

@@ -10,15 +10,16 @@ local function push_job(queue_key, schedule_key, job_json, now_ms)
   redis.call('ZADD', schedule_key, 'LT', now_ms, QUEUE_MARKER)
 end
 
--- The status record at `agent:rebalance:job:<id>`; the Python writer is
--- core.queue.status_record (a test compares the two).
-local function write_status(prefix, job, status, now, ttl, err)
+-- The status record at `key` (`agent:rebalance:job:<id>`), the one Lua writer of it: the
+-- Python writer is core.jobs.status_record (a test compares the two). `job` is a job or a
+-- stored record: both carry id, user_id, attempts and created_at.
+local function write_status(key, job, status, now, ttl, err)
   local rec = {id = job.id, user_id = job.user_id or '', status = status,
                attempts = tonumber(job.attempts) or 0, created_at = job.created_at,
                updated_at = now}
   if err and err ~= '' then rec.last_error = err end
   local encoded = cjson.encode(rec)
-  redis.call('SET', prefix .. job.id, encoded, 'EX', ttl)
+  redis.call('SET', key, encoded, 'EX', ttl)
   return encoded
 end
 

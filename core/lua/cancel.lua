@@ -41,11 +41,7 @@ else
   redis.call('SADD', KEYS[6], id)
 end
 
-rec.status = 'cancelled'
-rec.updated_at = now
-rec.last_error = nil
-local encoded = cjson.encode(rec)
-redis.call('SET', KEYS[1], encoded, 'EX', tonumber(ARGV[4]))
+local encoded = write_status(KEYS[1], rec, 'cancelled', now, tonumber(ARGV[4]))
 count(KEYS[9], KEYS[8], 'cancelled', 1, tonumber(ARGV[5]))
 -- The status route has nothing to post with: the change waits in the outbox, and the `~notify`
 -- member of the schedule makes the next drain claim take it (and push it) at once.

@@ -73,6 +73,7 @@ local function wallet_of(job)
   return w
 end
 
+-- The Lua writer of the failure record; the Python one is core.jobs.failure_record.
 local function dead_letter(job, err)
   job.last_error = err
   job.dead_at = now
@@ -80,7 +81,7 @@ local function dead_letter(job, err)
   job.lock = nil
   redis.call('LPUSH', DEAD, cjson.encode(job))
   redis.call('LTRIM', DEAD, 0, dead_cap - 1)
-  write_status(job_prefix, job, 'dead', now, job_ttl, err)
+  write_status(job_prefix .. job.id, job, 'dead', now, job_ttl, err)
   local failure = cjson.encode({job_id = job.id, error = err, stack = '', failed_at = now,
                    context = {attempts = job.attempts, queue = job.queue,
                               user_id = job.user_id or '', outcome = 'dead'}})
@@ -232,7 +233,7 @@ while want > 0 and rounds < 8 do
       t.skipped = t.skipped + 1
       wallet_release(job.lock or w, job.id, Q, SCHEDULE, now)
     elseif expires and expires <= now then
-      write_status(job_prefix, job, 'expired', now, job_ttl,
+      write_status(job_prefix .. job.id, job, 'expired', now, job_ttl,
                    'not started within its validity window')
       t.expired = t.expired + 1
       notify_add(job.id)

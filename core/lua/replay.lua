@@ -22,9 +22,7 @@ for i = #entries, 1, -1 do
     job.claimed_at = nil
     job.enqueued_at = now
     push_job(KEYS[2], KEYS[3], cjson.encode(job), now)
-    local rec = {id = job.id, user_id = job.user_id, status = 'queued', attempts = 0,
-                 created_at = job.created_at, updated_at = now}
-    redis.call('SET', prefix .. job.id, cjson.encode(rec), 'EX', ttl)
+    write_status(prefix .. job.id, job, 'queued', now, ttl)
     replayed[#replayed + 1] = job.id
   end
 end

@@ -12,6 +12,7 @@ import valkey
 
 from core import keys, metrics
 from core.errors import ValidationError
+from core.jobs import failure_record
 from core.redis import RestClient
 from tests.bodies import rebalance
 
@@ -76,7 +77,7 @@ def test_failure_record_carries_error_stack_context_payload() -> None:
     try:
         raise RuntimeError("boom")
     except RuntimeError as exc:
-        raw = metrics.failure_record("j1", exc, {"attempt": 2}, {"a": 1}, now_ms=5)
+        raw = failure_record("j1", exc, {"attempt": 2}, {"a": 1}, now=5)
     import json
 
     record = json.loads(raw)

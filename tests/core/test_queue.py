@@ -276,10 +276,10 @@ def test_the_lua_and_python_writers_of_each_record_agree_on_its_shape(
     rest: RestClient, backend
 ) -> None:
     """Status and failure records are written by Python (acks) and by Lua (expiry, lease
-    loss): the same fields, the same context, whoever writes them."""
+    loss, cancel, replay): the same fields, the same context, whoever writes them."""
     import json
 
-    from core.queue import Outcome, failure_record, status_record
+    from core.queue import Outcome
 
     now = 1_767_225_600_000
     expired = queue.enqueue(Q, {"a": 1}, client=rest, now=now - 10_000)
@@ -291,13 +291,26 @@ def test_the_lua_and_python_writers_of_each_record_agree_on_its_shape(
 
     fragile = QueuePolicy(lease_ms=10, max_attempts=1)
     lost = queue.enqueue(Q, {"b": 2}, client=rest, now=now)
-    (job,) = queue.claim(rest, Q, 10, fragile, now=now).jobs
+    queue.claim(rest, Q, 10, fragile, now=now)
     queue.claim(rest, Q, 10, fragile, now=now + 100)  # the lease expired on its last delivery
     lua_failure = json.loads(backend.get(keys.failed_key(lost)))
 
-    py_status = json.loads(status_record(job, "expired", now, error="x"))
-    py_failure = json.loads(failure_record(job, Outcome(job, "dead", 1.0, error="x"), now))
+    failing = queue.enqueue(Q, {"b": 2}, client=rest, now=now + 200)
+    (job,) = queue.claim(rest, Q, 10, fragile, now=now + 200).jobs
+    queue.ack(rest, Q, [Outcome(job, "dead", 1.0, error="x")], fragile, now=now + 201)
+    py_status = json.loads(backend.get(keys.job_key(failing)))
+    py_failure = json.loads(backend.get(keys.failed_key(failing)))
+    assert py_status["status"] == "dead" and lua_status["status"] == "expired"
     assert set(lua_status) == set(py_status)
     assert set(lua_failure) == set(py_failure)
     assert set(lua_failure["context"]) == set(py_failure["context"])
     assert lua_failure["payload"] == py_failure["payload"] == {"b": 2}
+
+    cancelled = queue.enqueue(Q, {"c": 3}, client=rest, now=now + 300)
+    queue.cancel(rest, Q, "", cancelled, now=now + 301)
+    replayed = queue.replay(rest, Q, [failing], now=now + 302)
+    for job_id, status in ((cancelled, "cancelled"), (failing, "queued")):
+        record = json.loads(backend.get(keys.job_key(job_id)))
+        assert record["status"] == status
+        assert set(record) == set(py_status) - {"last_error"}
+    assert replayed == [failing]
