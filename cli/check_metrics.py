@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from core import keys, metrics
+from core import keys, metrics, prometheus
 from core.errors import RebalanceError
 from core.jobs import new_job_id, now_ms
 from core.redis import RedisClient, make_client
@@ -67,8 +67,8 @@ def _summary(client: RedisClient) -> str:
 
 def _prometheus(client: RedisClient) -> str:
     snapshot = metrics.get_prometheus_snapshot(client=client)
-    body = metrics.render_prometheus(snapshot).decode()
-    missing = sorted(n for n in metrics.exported_names() if n not in body)
+    body = prometheus.render_prometheus(snapshot).decode()
+    missing = sorted(n for n in prometheus.exported_names() if n not in body)
     assert not missing, f"exposition lacks {missing}"
     assert snapshot.times.count >= 1, "the all-time histogram is empty"
     return f"{len(body)} bytes, {snapshot.totals[keys.SUBMITTED]} jobs submitted all-time"

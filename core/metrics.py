@@ -1,4 +1,6 @@
-"""Metrics: the original system's operations, the JSON summary and the Prometheus export.
+"""Metrics: the original system's recording operations and the reads behind the JSON summary
+and the Prometheus snapshot (rendered by `core.prometheus`; the histogram math is
+`core.histogram`).
 
 Keys it reads and writes (names built in `core.keys`; the submit and ack scripts write the
 same keys through `_metrics.lua`, inside the round trips they already make):
@@ -9,10 +11,8 @@ same keys through `_metrics.lua`, inside the round trips they already make):
   execution-time histograms;
 - `metrics:agent:rebalance:failed:<jobId>`: failure record (JSON), 7 d.
 
-Execution times are a log-bucket histogram (see `_metrics.lua`): field `i` counts times in
-(1.02^(i-1), 1.02^i] ms, `z` times under 1 µs, `sum_us` the exact sum. At most ~1,300 fields
-per day whatever the volume; the bucket midpoint is within 1% of every value in it, so
-p50/p95/p99 by nearest rank are within 1%, and the average is exact to the microsecond.
+Execution times are a log-bucket histogram (`core.histogram`, written by `_metrics.lua`): at
+most ~1,300 fields per day whatever the volume, percentiles within 1%.
 
 Reads cost one round trip each: the Prometheus snapshot is a single pipeline of read-only
 commands (safe to resend after a timeout); the summary is the same pipeline, or, for a
@@ -23,21 +23,20 @@ user's request, one script that first counts the read against the user's read li
 from __future__ import annotations
 
 import json
-import math
-import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from core import keys, rate_limit
 from core.errors import ValidationError
+from core.histogram import Histogram
 from core.jobs import failure_record, iso
+from core.jobs import now_ms as clock_ms
 from core.queue import depth_commands
 from core.rate_limit import RateLimit, ReadLimit, limited_read
 from core.redis import RedisClient, Script, get_client
 
 MAX_DAYS = 7
-GAMMA = 1.02
 # Counters that also keep an all-time total (the Prometheus counters); other names, such as
 # the smoke check's scratch counter, stay daily only so the totals hash keeps fixed fields.
 TRACKED = (
@@ -55,10 +54,6 @@ _COUNT = Script("metrics_count.lua", prelude=["_metrics.lua"])
 _TIMINGS = Script("metrics_timings.lua", prelude=["_metrics.lua"])
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 # --- recording -------------------------------------------------------------------------
 
 
@@ -68,7 +63,7 @@ def increment_counter(
     """Add `by` to today's (UTC) counter `name`; returns the day's new value. One round trip."""
     if isinstance(by, bool) or not isinstance(by, int) or by < 1:
         raise ValidationError("by must be a positive integer")
-    date = keys.day(_now_ms() if now_ms is None else now_ms)
+    date = keys.day(clock_ms() if now_ms is None else now_ms)
     key_list = [keys.counter_key(date, name)]
     if name in TRACKED:
         key_list.append(keys.TOTALS)
@@ -85,7 +80,7 @@ def record_timings(
     """Add execution times (ms) to today's and the all-time histograms, in one round trip."""
     if not durations_ms:
         return 0
-    date = keys.day(_now_ms() if now_ms is None else now_ms)
+    date = keys.day(clock_ms() if now_ms is None else now_ms)
     args = [keys.METRICS_TTL_S, *(repr(float(ms)) for ms in durations_ms)]
     return int(
         _TIMINGS(client or get_client(), [keys.exec_times_key(date), keys.exec_times_key()], args)
@@ -103,7 +98,7 @@ def record_job_timing(
 
     The job id is not stored: a histogram keeps counts, not members, so it stays bounded.
     """
-    end = _now_ms() if now_ms is None else now_ms
+    end = clock_ms() if now_ms is None else now_ms
     duration = max(0.0, float(end - start_time_ms))
     record_timings([duration], end, client=client)
     return duration
@@ -142,73 +137,6 @@ def check_rate_limit(
     """The submit route's sliding-window limiter, as the original system's operation: records
     one request of `user_id` if the window has room, counts it as blocked otherwise."""
     return rate_limit.check_rate_limit(client or get_client(), user_id, limit, window_s, now_ms)
-
-
-# --- histogram math --------------------------------------------------------------------
-
-
-@dataclass
-class Histogram:
-    """A merged log-bucket histogram: bucket index -> count, plus the exact sum."""
-
-    buckets: dict[int, int] = field(default_factory=dict)
-    zero: int = 0  # timings under 1 µs
-    sum_us: int = 0
-
-    @classmethod
-    def merge(cls, hashes: Iterable[Mapping[str, Any]]) -> Histogram:
-        merged = cls()
-        for fields in hashes:
-            for name, raw in fields.items():
-                merged._add(str(name), int(raw))
-        return merged
-
-    def _add(self, name: str, value: int) -> None:
-        if name == "sum_us":
-            self.sum_us += value
-        elif name == "z":
-            self.zero += value
-        else:
-            try:
-                index = int(name)
-            except ValueError:
-                return  # a field this version does not know: ignore rather than fail a read
-            self.buckets[index] = self.buckets.get(index, 0) + value
-
-    @property
-    def count(self) -> int:
-        return self.zero + sum(self.buckets.values())
-
-    def mean_ms(self) -> float:
-        n = self.count
-        return self.sum_us / n / 1000 if n else 0.0
-
-    def percentile_ms(self, p: float) -> float:
-        """Nearest-rank percentile, estimated by its bucket's midpoint (within 1%)."""
-        n = self.count
-        if n == 0:
-            return 0.0
-        rank = max(1, math.ceil(p / 100 * n))
-        seen = self.zero
-        if seen >= rank:
-            return 0.0
-        for index in sorted(self.buckets):
-            seen += self.buckets[index]
-            if seen >= rank:
-                return 2 * GAMMA**index / (1 + GAMMA)
-        return 2 * GAMMA ** max(self.buckets) / (1 + GAMMA)  # unreachable unless counts < 0
-
-    def cumulative(self, bounds_s: Sequence[float]) -> list[tuple[float, int]]:
-        """Counts of timings ≤ each bound (seconds): a fine bucket counts under a bound only
-        when its upper edge is ≤ the bound, so a bucket never claims a value above it."""
-        edges = sorted(self.buckets)
-        out, seen, j = [], self.zero, 0
-        for bound in bounds_s:
-            while j < len(edges) and GAMMA ** edges[j] <= bound * 1000 * (1 + 1e-12):
-                seen += self.buckets[edges[j]]
-                j += 1
-            out.append((bound, seen))
-        return out
 
 
 def _hash(raw: Any) -> dict[str, str]:
@@ -273,7 +201,7 @@ def get_metrics_summary(
     counts against that user's read limit (`RateLimitedError` past it)."""
     if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_DAYS:
         raise ValidationError(f"days must be an integer from 1 to {MAX_DAYS}")
-    now = _now_ms() if now_ms is None else now_ms
+    now = clock_ms() if now_ms is None else now_ms
     dates = keys.days_back(now, days)
     counter_keys = [keys.counter_key(d, n) for d in dates for n in _SUMMARY_COUNTERS]
     commands: list[list[str | int]] = [["MGET", *counter_keys]]
@@ -338,7 +266,7 @@ def get_prometheus_snapshot(
     now_ms: int | None = None, *, client: RedisClient | None = None
 ) -> PrometheusSnapshot:
     """All-time totals, the all-time histogram and the gauges: one pipeline."""
-    now = _now_ms() if now_ms is None else now_ms
+    now = clock_ms() if now_ms is None else now_ms
     commands: list[list[str | int]] = [["HGETALL", keys.TOTALS], ["HGETALL", keys.exec_times_key()]]
     results = (client or get_client()).pipeline(commands + _GAUGE_COMMANDS)
     raw_totals = _hash(results[0])
@@ -348,109 +276,8 @@ def get_prometheus_snapshot(
     )
 
 
-# --- Prometheus ------------------------------------------------------------------------
-
-PREFIX = "agent_rebalance_"
-# Standard buckets (seconds) derived from the fine log buckets: a drained job runs from
-# milliseconds (a no-op) to the webhook timeout and beyond.
-DURATION_BUCKETS_S = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    120.0,
-    300.0,
-)
-# exported counter name (without `_total`) -> totals field, help text
-COUNTERS = {
-    "jobs_submitted": (keys.SUBMITTED, "Rebalance jobs accepted and queued."),
-    "jobs_succeeded": (keys.SUCCEEDED, "Job executions that succeeded."),
-    "jobs_failed": (keys.FAILED, "Job executions that ended in an error (retried or dead)."),
-    "jobs_retried": (keys.RETRIED, "Failed executions scheduled for another attempt."),
-    "jobs_dead": (keys.DEAD, "Jobs moved to the dead-letter queue."),
-    "jobs_cancelled": (keys.CANCELLED, "Jobs cancelled by their owner before they started."),
-    "jobs_expired": (keys.EXPIRED, "Jobs that ran out of their validity before they started."),
-    "rate_limit_blocked": (keys.RATE_LIMIT_BLOCKED, "Submits refused by the rate limiter."),
-}
-GAUGES = {
-    "queue_depth": ("queue_depth", "Jobs waiting in the queue."),
-    "jobs_in_flight": ("in_flight", "Jobs claimed by a drain and not yet acknowledged."),
-    "jobs_retrying": ("retrying", "Jobs waiting for their retry time."),
-    "dead_letter_depth": ("dead_letters", "Jobs in the dead-letter queue."),
-    "oldest_queued_age_seconds": ("oldest_queued_age_s", "Age of the oldest queued job."),
-}
-HISTOGRAM = "job_duration_seconds"
-
-
-def exported_names() -> set[str]:
-    """Every sample name the Prometheus endpoint writes (the dashboard's and rules' contract)."""
-    names = {f"{PREFIX}{n}_total" for n in (*COUNTERS, "rate_limit_hits")}
-    names |= {PREFIX + n for n in GAUGES}
-    names |= {f"{PREFIX}{HISTOGRAM}_{s}" for s in ("bucket", "sum", "count")}
-    return names
-
-
-class _SnapshotCollector:
-    """A prometheus_client collector over one snapshot: the registry asks, we answer."""
-
-    def __init__(self, snapshot: PrometheusSnapshot) -> None:
-        self.snapshot = snapshot
-
-    def collect(self) -> Iterable[Any]:
-        from prometheus_client.core import (
-            CounterMetricFamily,
-            GaugeMetricFamily,
-            HistogramMetricFamily,
-        )
-
-        totals, times = self.snapshot.totals, self.snapshot.times
-        for name, (field_name, doc) in COUNTERS.items():
-            yield CounterMetricFamily(PREFIX + name, doc, value=totals[field_name])
-        hits = totals[keys.SUBMITTED] + totals[keys.RATE_LIMIT_BLOCKED]
-        yield CounterMetricFamily(
-            PREFIX + "rate_limit_hits",
-            "Submits seen by the rate limiter (accepted or blocked).",
-            value=hits,
-        )
-        for name, (attr, doc) in GAUGES.items():
-            yield GaugeMetricFamily(PREFIX + name, doc, value=getattr(self.snapshot.gauges, attr))
-        buckets = [(_le(b), float(n)) for b, n in times.cumulative(DURATION_BUCKETS_S)]
-        buckets.append(("+Inf", float(times.count)))
-        yield HistogramMetricFamily(
-            PREFIX + HISTOGRAM,
-            "Execution time of drained jobs.",
-            buckets=buckets,
-            sum_value=times.sum_us / 1e6,
-        )
-
-
-def _le(bound: float) -> str:
-    return repr(float(bound))
-
-
-def render_prometheus(snapshot: PrometheusSnapshot) -> bytes:
-    """The snapshot in the Prometheus text format 0.0.4 (`CONTENT_TYPE`)."""
-    from prometheus_client import CollectorRegistry, generate_latest
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_SnapshotCollector(snapshot))
-    return generate_latest(registry)
-
-
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
 def get_queue_gauges(client: RedisClient, now_ms: int | None = None) -> Gauges:
     """The rebalance queue's depth, in-flight, retrying and dead counts and its oldest queued
     job's age, in one round trip (5 billed commands)."""
-    now = _now_ms() if now_ms is None else now_ms
+    now = clock_ms() if now_ms is None else now_ms
     return _gauges(client.pipeline(_GAUGE_COMMANDS), now)

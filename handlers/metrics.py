@@ -17,7 +17,7 @@ import hmac
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from core import metrics
+from core import metrics, prometheus
 from core.auth import bearer_token, require_scope
 from core.errors import AuthError, ValidationError
 from core.rate_limit import ReadLimit
@@ -40,8 +40,8 @@ def get_prometheus(call: _web.Call) -> Response:
     # Constant-time comparison; an unset token closes the route rather than opening it.
     if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
         raise AuthError("invalid scrape token")
-    body = metrics.render_prometheus(metrics.get_prometheus_snapshot(client=call.client))
-    return Response(body, media_type=metrics.CONTENT_TYPE)
+    body = prometheus.render_prometheus(metrics.get_prometheus_snapshot(client=call.client))
+    return Response(body, media_type=prometheus.CONTENT_TYPE)
 
 
 def _days(raw: str | None) -> int:

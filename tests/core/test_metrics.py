@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import valkey
 
-from core import keys, metrics
+from core import keys, metrics, prometheus
 from core.errors import ValidationError
+from core.histogram import Histogram
 from core.jobs import failure_record
 from core.redis import RestClient
 from tests.bodies import rebalance
@@ -38,7 +39,7 @@ def rel(estimate: float, exact: float) -> float:
 
 def test_histogram_percentiles_use_nearest_rank_and_bucket_midpoints() -> None:
     """p50/p95 land in the bucket holding the nearest-rank value, at its midpoint."""
-    h = metrics.Histogram.merge([{"z": "1", "10": "8", "100": "1", "sum_us": "5000"}])
+    h = Histogram.merge([{"z": "1", "10": "8", "100": "1", "sum_us": "5000"}])
     assert h.count == 10
     assert h.mean_ms() == pytest.approx(0.5)
     assert h.percentile_ms(10) == 0.0  # rank 1 is the sub-microsecond one
@@ -48,20 +49,20 @@ def test_histogram_percentiles_use_nearest_rank_and_bucket_midpoints() -> None:
 
 def test_histogram_merges_days_and_ignores_unknown_fields() -> None:
     """Day hashes add up field by field; a field of a future format is skipped."""
-    h = metrics.Histogram.merge([{"3": "2", "sum_us": "10"}, {"3": "1", "-5": "4", "new": "9"}])
+    h = Histogram.merge([{"3": "2", "sum_us": "10"}, {"3": "1", "-5": "4", "new": "9"}])
     assert h.buckets == {3: 3, -5: 4} and h.sum_us == 10 and h.count == 7
 
 
 def test_empty_histogram_reads_as_zero() -> None:
     """No executions: averages and percentiles are 0, not an error."""
-    h = metrics.Histogram()
+    h = Histogram()
     assert (h.count, h.mean_ms(), h.percentile_ms(95)) == (0, 0.0, 0.0)
 
 
 def test_cumulative_buckets_never_count_a_value_above_the_bound() -> None:
     """A fine bucket counts under `le` only when its whole range is at or below it."""
     edge = math.floor(math.log(5) / math.log(1.02))  # last fine bucket entirely ≤ 5 ms
-    h = metrics.Histogram.merge([{"z": "1", str(edge): "2", str(edge + 1): "3"}])
+    h = Histogram.merge([{"z": "1", str(edge): "2", str(edge + 1): "3"}])
     assert h.cumulative([0.005, 0.01]) == [(0.005, 3), (0.01, 6)]
 
 
@@ -284,9 +285,9 @@ def test_prometheus_snapshot_is_one_round_trip_and_adds_up(
     assert stack.server.request_count - before == 1
     assert snap.totals[keys.SUBMITTED] == 4 and snap.totals[keys.RATE_LIMIT_BLOCKED] == 2
     assert snap.gauges.queue_depth == 1 and snap.gauges.oldest_queued_age_s == 5.0
-    cumulative = dict(snap.times.cumulative(metrics.DURATION_BUCKETS_S))
+    cumulative = dict(snap.times.cumulative(prometheus.DURATION_BUCKETS_S))
     assert (cumulative[0.005], cumulative[0.05], cumulative[1.0], cumulative[30.0]) == (1, 2, 3, 4)
-    text = metrics.render_prometheus(snap).decode()
+    text = prometheus.render_prometheus(snap).decode()
     assert "agent_rebalance_jobs_submitted_total 4.0" in text
     assert "agent_rebalance_rate_limit_hits_total 6.0" in text
     assert 'agent_rebalance_job_duration_seconds_bucket{le="+Inf"} 4.0' in text

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core import metrics
+from core import metrics, prometheus
 from tests.conftest import SCRAPE_TOKEN
 
 with warnings.catch_warnings():
@@ -113,11 +113,11 @@ def test_promtool_accepts_the_exposition(promtool: str, exposition: bytes) -> No
 
 
 def test_exposition_names_are_the_declared_ones(exposition: bytes) -> None:
-    """The body exports exactly `metrics.exported_names()`; the histogram is cumulative."""
+    """The body exports exactly `prometheus.exported_names()`; the histogram is cumulative."""
     from prometheus_client.parser import text_string_to_metric_families
 
     samples = [s for f in text_string_to_metric_families(exposition.decode()) for s in f.samples]
-    assert {s.name for s in samples} == metrics.exported_names()
+    assert {s.name for s in samples} == prometheus.exported_names()
     buckets = [s.value for s in samples if s.name.endswith("_bucket")]
     assert buckets == sorted(buckets) and buckets[-1] == 7
     count = next(s.value for s in samples if s.name.endswith("_seconds_count"))
