@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["dequeue_once", "enqueue", "start_polling_worker"]
+__all__ = ["__version__", "dequeue_once", "enqueue", "start_polling_worker"]
+
+# The release, stated once: pyproject.toml reads it, the OpenAPI document carries it.
+__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:

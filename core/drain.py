@@ -42,7 +42,7 @@ from core.log import event, get_logger
 from core.processors import Processor, run_job, timed_out
 from core.queue import Cycle, Outcome, QueuePolicy, claim_and_ack, has_due_work
 from core.redis import RedisClient
-from core.settings import Settings
+from core.settings import Settings, options_from, setting
 
 if TYPE_CHECKING:
     from core.elastic import Crew
@@ -58,25 +58,17 @@ PUSH_WAIT_S = 2.0  # at the end of an invocation, for WebSocket posts still in f
 
 @dataclass(frozen=True)
 class DrainOptions:
-    batch_size: int = 300
-    concurrency: int = 300
-    poll_interval_ms: int = 500
-    poll_max_interval_ms: int = 5000
-    backoff_factor: float = 1.5
-    idle_exit_ms: int | None = None
-    safety_margin_ms: int = 3000
+    batch_size: int = setting("drain_batch_size")
+    concurrency: int = setting("drain_concurrency")
+    poll_interval_ms: int = setting("drain_poll_interval_ms")
+    poll_max_interval_ms: int = setting("drain_poll_max_interval_ms")
+    backoff_factor: float = setting("drain_backoff_factor")
+    idle_exit_ms: int | None = setting("drain_idle_exit_ms")
+    safety_margin_ms: int = setting("drain_safety_margin_ms")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DrainOptions:
-        return cls(
-            batch_size=settings.drain_batch_size,
-            concurrency=settings.drain_concurrency,
-            poll_interval_ms=settings.drain_poll_interval_ms,
-            poll_max_interval_ms=settings.drain_poll_max_interval_ms,
-            backoff_factor=settings.drain_backoff_factor,
-            idle_exit_ms=settings.drain_idle_exit_ms,
-            safety_margin_ms=settings.drain_safety_margin_ms,
-        )
+        return options_from(cls, settings)
 
 
 @dataclass

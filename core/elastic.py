@@ -45,7 +45,7 @@ from core.jobs import now_ms
 from core.log import event, get_logger
 from core.queue import has_due_work
 from core.redis import RedisClient, Script
-from core.settings import Settings
+from core.settings import Settings, options_from, setting
 
 log = get_logger(__name__)
 
@@ -61,12 +61,12 @@ Waker = Callable[[dict[str, Any]], bool]
 
 @dataclass(frozen=True)
 class ElasticOptions:
-    wake: bool = False
-    max_parallel: int = 1
-    fanout_backlog: int = 100
-    heartbeat_ms: int = 15_000
-    wake_lock_ms: int = 10_000
-    function_name: str = ""
+    wake: bool = setting("drain_wake")
+    max_parallel: int = setting("drain_max_parallel")
+    fanout_backlog: int = setting("drain_fanout_backlog")
+    heartbeat_ms: int = setting("drain_heartbeat_ms")
+    wake_lock_ms: int = setting("drain_wake_lock_ms")
+    function_name: str = setting("drain_function_name")
 
     @property
     def enabled(self) -> bool:
@@ -75,14 +75,7 @@ class ElasticOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ElasticOptions:
-        return cls(
-            wake=settings.drain_wake,
-            max_parallel=settings.drain_max_parallel,
-            fanout_backlog=settings.drain_fanout_backlog,
-            heartbeat_ms=settings.drain_heartbeat_ms,
-            wake_lock_ms=settings.drain_wake_lock_ms,
-            function_name=settings.drain_function_name,
-        )
+        return options_from(cls, settings)
 
 
 def wake_event(reason: str, token: str = "") -> dict[str, str]:

@@ -28,6 +28,8 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
+from core.jobs import JobStatus
+
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
 ASSET_PATTERN = r"^[A-Za-z0-9._:-]{1,32}$"
 WEIGHT_SUM_TOLERANCE = 1e-6
@@ -35,15 +37,7 @@ MAX_TARGETS = 64
 MAX_METADATA_KEYS = 16
 MAX_METADATA_KEY_CHARS = 64
 MAX_METADATA_STRING_CHARS = 256
-STATUSES = (
-    "queued",
-    "processing",
-    "retrying",
-    "succeeded",
-    "dead",
-    "cancelled",
-    "expired",
-)
+STATUSES = tuple(status.value for status in JobStatus)
 
 Asset = Annotated[str, StringConstraints(pattern=ASSET_PATTERN)]
 Weight = Annotated[float, Field(strict=True, ge=0, le=1)]

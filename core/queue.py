@@ -37,7 +37,7 @@ from core.jobs import (
     status_view,
 )
 from core.redis import RedisClient, Script, get_client
-from core.settings import Settings
+from core.settings import Settings, options_from, setting
 
 OutcomeKind = Literal["ok", "retry", "dead", "release"]
 
@@ -52,35 +52,28 @@ REQUEUE_SCAN_LIMIT = 1000  # due entries moved per claim; the rest wait for the 
 OUTBOX_CAP = 1000  # cancels waiting to be pushed; past it the oldest are dropped
 
 
+# SERIALIZE_BY -> the job field that names the lock
+SERIALIZE_FIELDS = {"wallet": "public_key", "user": "user_id", "none": ""}
+
+
 @dataclass(frozen=True)
 class QueuePolicy:
     """How long a lease lasts, how often a job is tried, how retries back off."""
 
-    lease_ms: int = 60_000
-    max_attempts: int = 5
-    retry_base_ms: int = 1000
-    retry_max_ms: int = 60_000
-    job_ttl_s: int = keys.JOB_TTL_S
+    lease_ms: int = setting("job_lease_seconds", lambda s: s * 1000)
+    max_attempts: int = setting("job_max_attempts")
+    retry_base_ms: int = setting("retry_base_delay_ms")
+    retry_max_ms: int = setting("retry_max_delay_ms")
+    job_ttl_s: int = setting("job_ttl_s")
     metrics_ttl_s: int = keys.METRICS_TTL_S
     dead_cap: int = 10_000
     # The job field that names what must not run twice at once: `public_key` (a wallet),
     # `user_id`, or "" (no serialization).
-    serialize_field: str = "public_key"
+    serialize_field: str = setting("serialize_by", lambda by: SERIALIZE_FIELDS[by])
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QueuePolicy:
-        return cls(
-            lease_ms=settings.job_lease_seconds * 1000,
-            max_attempts=settings.job_max_attempts,
-            retry_base_ms=settings.retry_base_delay_ms,
-            retry_max_ms=settings.retry_max_delay_ms,
-            job_ttl_s=settings.job_ttl_s,
-            serialize_field=SERIALIZE_FIELDS[settings.serialize_by],
-        )
-
-
-# SERIALIZE_BY -> the job field that names the lock
-SERIALIZE_FIELDS = {"wallet": "public_key", "user": "user_id", "none": ""}
+        return options_from(cls, settings)
 
 
 @dataclass

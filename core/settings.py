@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 from core.errors import ConfigError
+from core.keys import JOB_TTL_S
 from core.parameters import Fetch, resolve
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+    Options = TypeVar("Options", bound=DataclassInstance)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -54,7 +60,7 @@ class Settings:
     rate_limit_max: int = 10
     rate_limit_window_s: int = 60
     max_body_bytes: int = 16 * 1024
-    job_ttl_s: int = 24 * 3600
+    job_ttl_s: int = JOB_TTL_S
 
     job_max_attempts: int = 5
     job_lease_seconds: int = 60
@@ -106,7 +112,7 @@ class Settings:
         """
         resolved = resolve(os.environ if environ is None else environ, fetch)
         env = resolved.environ
-        values: dict[str, Any] = {}
+        values = _defaults()
         problems: dict[str, str] = {}
         for f in fields(cls):
             name, annotation = f.name.upper(), str(f.type)  # postponed: the annotation's text
@@ -129,6 +135,32 @@ class Settings:
         missing = {n.upper(): "is required" for n in names if not getattr(self, n.lower())}
         if missing:
             raise ConfigError(missing)
+
+
+def _defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in fields(Settings)}
+
+
+def setting(name: str, convert: Callable[[Any], Any] | None = None) -> Any:
+    """A field of an options dataclass (`QueuePolicy`, `DrainOptions`, ...) that mirrors the
+    setting `name`: its default is the setting's default (through `convert`), so each default
+    is stated once, here in `Settings`, and `options_from` fills it from parsed settings."""
+    default = Settings.__dataclass_fields__[name].default
+    if default is MISSING:
+        raise TypeError(f"setting {name} has no default")
+    value = convert(default) if convert else default
+    return field(default=value, metadata={"setting": name, "convert": convert})
+
+
+def options_from(cls: type[Options], settings: Settings) -> Options:
+    """An options dataclass with every `setting(...)` field taken from `settings`."""
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if name := f.metadata.get("setting"):
+            convert = f.metadata["convert"]
+            raw = getattr(settings, name)
+            values[f.name] = convert(raw) if convert else raw
+    return cls(**values)
 
 
 def _parse_bool(raw: str) -> bool:
@@ -199,18 +231,18 @@ def _check(v: dict[str, Any]) -> dict[str, str]:
     """Cross-field and range rules; returns {VARIABLE: reason}."""
     problems = _check_connection(v)
     for name in _POSITIVE:
-        if name in v and v[name] <= 0:
+        if v[name] <= 0:
             problems[name.upper()] = "must be greater than 0"
     for name in _NON_NEGATIVE:
-        if v.get(name) is not None and v[name] < 0:
+        if v[name] is not None and v[name] < 0:
             problems[name.upper()] = "must not be negative"
-    if v.get("drain_backoff_factor", 1.5) < 1:
+    if v["drain_backoff_factor"] < 1:
         problems["DRAIN_BACKOFF_FACTOR"] = "must be at least 1"
-    if not 0 <= v.get("sim_failure_rate", 0.0) <= 1:
+    if not 0 <= v["sim_failure_rate"] <= 1:
         problems["SIM_FAILURE_RATE"] = "must be between 0 and 1"
-    if v.get("retry_max_delay_ms", 60_000) < v.get("retry_base_delay_ms", 1000):
+    if v["retry_max_delay_ms"] < v["retry_base_delay_ms"]:
         problems["RETRY_MAX_DELAY_MS"] = "must be at least RETRY_BASE_DELAY_MS"
-    if ":" not in v.get("rebalance_processor", "m:f"):
+    if ":" not in v["rebalance_processor"]:
         problems["REBALANCE_PROCESSOR"] = "must look like module:function"
     problems.update(_check_jobs(v))
     problems.update(_check_security(v))
@@ -219,15 +251,14 @@ def _check(v: dict[str, Any]) -> dict[str, str]:
 
 def _check_jobs(v: dict[str, Any]) -> dict[str, str]:
     problems: dict[str, str] = {}
-    if v.get("serialize_by", "wallet") not in ("wallet", "user", "none"):
+    if v["serialize_by"] not in ("wallet", "user", "none"):
         problems["SERIALIZE_BY"] = "must be wallet, user or none"
-    if v.get("job_valid_for_s") is not None and not 1 <= v["job_valid_for_s"] <= 86400:
+    if v["job_valid_for_s"] is not None and not 1 <= v["job_valid_for_s"] <= 86400:
         problems["JOB_VALID_FOR_S"] = "must be between 1 and 86400 seconds"
-    if "log_level" in v:
-        v["log_level"] = v["log_level"].upper()
-        if v["log_level"] not in _LOG_LEVELS:
-            problems["LOG_LEVEL"] = "must be one of " + ", ".join(_LOG_LEVELS)
-    endpoint = v.get("ws_api_endpoint", "")
+    v["log_level"] = v["log_level"].upper()
+    if v["log_level"] not in _LOG_LEVELS:
+        problems["LOG_LEVEL"] = "must be one of " + ", ".join(_LOG_LEVELS)
+    endpoint = v["ws_api_endpoint"]
     if endpoint and (
         urlparse(endpoint).scheme not in ("http", "https") or not urlparse(endpoint).netloc
     ):
@@ -237,9 +268,9 @@ def _check_jobs(v: dict[str, Any]) -> dict[str, str]:
 
 def _check_security(v: dict[str, Any]) -> dict[str, str]:
     problems: dict[str, str] = {}
-    if secret_problem := jwt_secret_problem(v.get("auth_jwt_secret", "")):
+    if secret_problem := jwt_secret_problem(v["auth_jwt_secret"]):
         problems["AUTH_JWT_SECRET"] = secret_problem
-    if "metrics_read_scope" in v and not v["metrics_read_scope"].strip():
+    if not v["metrics_read_scope"].strip():
         problems["METRICS_READ_SCOPE"] = "must not be empty"
     return problems
 
@@ -256,14 +287,14 @@ def jwt_secret_problem(secret: str) -> str | None:
 
 def _check_connection(v: dict[str, Any]) -> dict[str, str]:
     problems: dict[str, str] = {}
-    url = v.get("upstash_redis_rest_url", "")
+    url = v["upstash_redis_rest_url"]
     if not url:
         problems["UPSTASH_REDIS_REST_URL"] = "is required"
     elif urlparse(url).scheme not in ("http", "https") or not urlparse(url).netloc:
         problems["UPSTASH_REDIS_REST_URL"] = "must be an http(s) URL"
-    if not v.get("upstash_redis_rest_token"):
+    if not v["upstash_redis_rest_token"]:
         problems["UPSTASH_REDIS_REST_TOKEN"] = "is required"
-    redis_url = v.get("redis_url", "")
+    redis_url = v["redis_url"]
     if redis_url and urlparse(redis_url).scheme not in ("redis", "rediss", "unix"):
         problems["REDIS_URL"] = "must be a redis://, rediss:// or unix:// URL"
     return problems

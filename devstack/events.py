@@ -35,6 +35,7 @@ from core.rate_limit import ReadLimit
 from core.redis import get_client
 from core.settings import get_settings
 from core.submit import TERMINAL
+from handlers.paths import EVENTS_PATH
 
 MANAGEMENT_PATH = "/dev/ws-management"
 POST_PATH = MANAGEMENT_PATH + "/@connections/{connectionId}"
@@ -89,7 +90,7 @@ def routes(connections: LocalConnections) -> list[BaseRoute]:
 
     return [
         Route(POST_PATH, post_to_connection, methods=["POST"]),
-        WebSocketRoute("/api/agent/rebalance/{jobId}/events", events),
+        WebSocketRoute(EVENTS_PATH, events),
         Route("/", page, methods=["GET"]),
     ]
 

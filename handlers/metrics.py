@@ -22,6 +22,7 @@ from core.auth import bearer_token, require_scope
 from core.errors import AuthError, ValidationError
 from core.rate_limit import ReadLimit
 from handlers import _web
+from handlers.paths import METRICS_PATH, PROMETHEUS_PATH
 
 
 def get_summary(call: _web.Call) -> Response:
@@ -53,10 +54,8 @@ def _days(raw: str | None) -> int:
 
 
 routes = [
-    Route("/api/agent/rebalance/metrics", _web.endpoint(get_summary), methods=["GET"]),
-    Route(
-        "/api/agent/rebalance/metrics/prometheus", _web.endpoint(get_prometheus), methods=["GET"]
-    ),
+    Route(METRICS_PATH, _web.endpoint(get_summary), methods=["GET"]),
+    Route(PROMETHEUS_PATH, _web.endpoint(get_prometheus), methods=["GET"]),
 ]
 app = _web.create_app(routes)
 handler = _web.create_handler(app)

@@ -14,10 +14,12 @@ import json
 import sys
 from typing import Any
 
+from core import __version__
 from core.models import JOB_ID_PATTERN, SCHEMA_MODELS, STATUSES
+from handlers.paths import METRICS_PATH, PROMETHEUS_PATH, STATUS_PATH, SUBMIT_PATH
 
 TITLE = "agent-rebalance"
-VERSION = "0.1.0"
+VERSION = __version__
 
 _ERROR_CODES = {
     "400": "The body is not valid JSON.",
@@ -248,10 +250,10 @@ def build_openapi() -> dict[str, Any]:
             '(throttling, authorizer, unknown route) are `{"message"}`.',
         },
         "paths": {
-            "/api/agent/rebalance": _submit(),
-            "/api/agent/rebalance/metrics": _metrics(),
-            "/api/agent/rebalance/metrics/prometheus": _prometheus(),
-            "/api/agent/rebalance/{jobId}": _job(),
+            SUBMIT_PATH: _submit(),
+            METRICS_PATH: _metrics(),
+            PROMETHEUS_PATH: _prometheus(),
+            STATUS_PATH: _job(),
         },
         "components": {
             "securitySchemes": {

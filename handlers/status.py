@@ -18,8 +18,7 @@ from core.queue import QueuePolicy, cancel
 from core.rate_limit import ReadLimit
 from core.submit import parse_watch, public_view, watch_status
 from handlers import _web
-
-STATUS_PATH = "/api/agent/rebalance/{jobId}"
+from handlers.paths import STATUS_PATH
 
 
 def status(call: _web.Call) -> Response:

@@ -12,9 +12,7 @@ from starlette.routing import Route
 from core.elastic import ElasticOptions, wake, wake_event
 from core.submit import submit_job
 from handlers import _web
-
-SUBMIT_PATH = "/api/agent/rebalance"
-STATUS_PATH = "/api/agent/rebalance/{jobId}"
+from handlers.paths import STATUS_PATH, SUBMIT_PATH
 
 
 def submit(call: _web.Call) -> Response:

@@ -26,6 +26,37 @@ def test_defaults_follow_the_design() -> None:
     assert s.drain_idle_exit_ms is None
 
 
+def test_the_option_classes_take_their_defaults_and_values_from_settings() -> None:
+    """Each default is stated once, in `Settings`: the queue, drain and elastic options
+    built bare equal those built from default settings, and follow non-default ones."""
+    from dataclasses import fields
+
+    from core.drain import DrainOptions
+    from core.elastic import ElasticOptions
+    from core.queue import QueuePolicy
+
+    defaults = Settings()
+    tuned = Settings.from_env(
+        {
+            **BASE,
+            "JOB_LEASE_SECONDS": "7",
+            "SERIALIZE_BY": "user",
+            "DRAIN_BATCH_SIZE": "11",
+            "DRAIN_IDLE_EXIT_MS": "0",
+            "DRAIN_MAX_PARALLEL": "3",
+        }
+    )
+    for cls in (QueuePolicy, DrainOptions, ElasticOptions):
+        assert cls() == cls.from_settings(defaults)
+        mirrored = [f.metadata["setting"] for f in fields(cls) if "setting" in f.metadata]
+        assert mirrored and all(hasattr(defaults, name) for name in mirrored)
+    assert QueuePolicy.from_settings(tuned).lease_ms == 7000
+    assert QueuePolicy.from_settings(tuned).serialize_field == "user_id"
+    assert DrainOptions.from_settings(tuned).batch_size == 11
+    assert DrainOptions.from_settings(tuned).idle_exit_ms == 0
+    assert ElasticOptions.from_settings(tuned).max_parallel == 3
+
+
 def test_one_error_names_every_bad_variable() -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_env(

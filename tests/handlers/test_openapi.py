@@ -91,3 +91,15 @@ def test_document_loads_as_openapi_3_1() -> None:
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) == 5
     assert build_openapi()["openapi"].startswith("3.1")
+
+
+def test_the_document_carries_the_release_that_pyproject_reads() -> None:
+    """The version is stated once (`core.__version__`); the installed metadata and the
+    OpenAPI document both follow it."""
+    import importlib.metadata
+
+    import core
+    from handlers.openapi import build_openapi
+
+    assert importlib.metadata.version("agent-rebalance") == core.__version__
+    assert build_openapi()["info"]["version"] == core.__version__
