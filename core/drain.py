@@ -201,7 +201,7 @@ class _Drain:
                     return "deadline"
                 jobs = cycle.jobs
                 if jobs:
-                    outcomes = await self._process(jobs, self._claimed_at)
+                    outcomes = await self._process(jobs, cycle.claimed_at)
                     interval, idle_since, check_first = opts.poll_interval_ms, None, False
                     continue
             check_first = True
@@ -245,7 +245,6 @@ class _Drain:
                     return None
                 time.sleep(pause)
                 pause = min(pause * 2, RESEND_MAX_PAUSE_S)
-        self._claimed_at = now
         self._tally(cycle, outcomes)
         if self.pusher is not None and cycle.pushes:
             self.pusher.send(cycle)  # posts go out in push threads: the loop goes on at once

@@ -164,6 +164,8 @@ class Cycle:
     """What one claim script call did: the batch in hand settled, the next one leased."""
 
     jobs: list[Job]
+    # The clock of the call (resends reuse it): the leases of `jobs` run from here.
+    claimed_at: int = 0
     acked: int = 0
     stale: int = 0
     counts: dict[str, int] = field(default_factory=dict)
@@ -256,6 +258,7 @@ def claim_and_ack(
     tally = dict(zip(_TALLY, map(int, numbers), strict=True))
     return Cycle(
         jobs=[Job.from_dict(data) for data in json.loads(leased)],
+        claimed_at=now,
         acked=tally["acked"],
         stale=tally["stale"],
         counts={k: tally[k] for k in ("ok", "retry", "dead", "release")},

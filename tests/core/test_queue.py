@@ -314,3 +314,19 @@ def test_the_lua_and_python_writers_of_each_record_agree_on_its_shape(
         assert record["status"] == status
         assert set(record) == set(py_status) - {"last_error"}
     assert replayed == [failing]
+
+
+def test_a_resent_claim_answers_the_same_batch_leased_from_the_first_calls_clock(
+    rest: RestClient, backend
+) -> None:
+    """The drain resends a claim with the same receipt and clock until one answer arrives:
+    the resend leases nothing more, and the batch's leases run from `claimed_at`."""
+    now, policy = 1_767_225_600_000, QueuePolicy(lease_ms=30_000)
+    ids = [queue.enqueue(Q, {"n": n}, client=rest, now=now - 10) for n in range(3)]
+    first = queue.claim_and_ack(rest, Q, (), 2, policy, now=now, receipt="r1")
+    again = queue.claim_and_ack(rest, Q, (), 2, policy, now=now, receipt="r1")
+    assert [j.id for j in again.jobs] == [j.id for j in first.jobs] == ids[:2]
+    assert first.claimed_at == again.claimed_at == now
+    for job in first.jobs:
+        assert backend.zscore(keys.schedule_key(Q), job.id) == now + policy.lease_ms
+    assert backend.llen(keys.queue_key(Q)) == 1
