@@ -37,3 +37,12 @@ local function rate_limit_record(rate_key, kept, now_ms, window_ms, limit)
   end
   redis.call('SET', rate_key, table.concat(parts, ','), 'PX', window_ms)
 end
+
+-- Count one read against a user's read limit (limited reads, WebSocket connects): nil when
+-- allowed, and then recorded; else the ms to wait, with nothing recorded.
+local function take_read(rate_key, now_ms, window_ms, limit)
+  local allowed, wait_ms, kept = rate_limit_check(rate_key, now_ms, window_ms, limit)
+  if not allowed then return wait_ms end
+  rate_limit_record(rate_key, kept, now_ms, window_ms, limit)
+  return nil
+end

@@ -6,12 +6,8 @@
 --         its keys from KEYS[2..] in turn, so every key still reaches the script via KEYS.
 -- Returns {0, wait_ms} when over the limit (nothing read, nothing recorded), else
 -- {1, reply of read 1, reply of read 2, ...} with the read recorded in the log.
-local now_ms, window_ms, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local allowed, wait_ms, kept = rate_limit_check(KEYS[1], now_ms, window_ms, limit)
-if not allowed then
-  return {0, wait_ms}
-end
-rate_limit_record(KEYS[1], kept, now_ms, window_ms, limit)
+local wait_ms = take_read(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
+if wait_ms then return {0, wait_ms} end
 local out, next_key = {1}, 2
 for _, spec in ipairs(cjson.decode(ARGV[4])) do
   local args = {}

@@ -2,11 +2,7 @@
 -- KEYS: 1 connection record, 2 the user's read-rate log
 -- ARGV: 1 now_ms, 2 read window ms, 3 read limit, 4 connection record JSON, 5 ttl s
 -- Returns {1} (stored) or {0, wait_ms} (over the read limit: nothing stored).
-local now_ms, window_ms, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local allowed, wait_ms, kept = rate_limit_check(KEYS[2], now_ms, window_ms, limit)
-if not allowed then
-  return {0, wait_ms}
-end
-rate_limit_record(KEYS[2], kept, now_ms, window_ms, limit)
+local wait_ms = take_read(KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
+if wait_ms then return {0, wait_ms} end
 redis.call('SET', KEYS[1], ARGV[4], 'EX', tonumber(ARGV[5]))
 return {1}
