@@ -33,6 +33,20 @@ VENV = REPO / ".venv"
 _PROJECT_VARIABLES = {f.name.upper() for f in fields(Settings)}
 
 
+def service_copy(root: Path, dirs: tuple[str, ...] = ("deploy",)) -> Path:
+    """A minimal copy of the service under `root`: serverless.yml, requirements.txt and
+    `dirs`, with the repository's virtualenv and node_modules linked in (never reinstalled)."""
+    tree = root / "agent-rebalance"
+    tree.mkdir()
+    for name in ("serverless.yml", "requirements.txt"):
+        shutil.copy2(REPO / name, tree / name)
+    for name in dirs:
+        shutil.copytree(REPO / name, tree / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in (".venv", "node_modules"):
+        (tree / name).symlink_to(REPO / name, target_is_directory=True)
+    return tree
+
+
 def sls_environ(home: Path | None = None) -> dict[str, str]:
     """The environment `sls` runs in, as the Makefile sets it up, minus the caller's settings.
 

@@ -8,27 +8,18 @@ the deploy would go on to package and then fail on AWS, never with these message
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import REPO, sls_environ
+from tests.e2e.helpers import REPO, service_copy, sls_environ
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 def _service_copy(root: Path) -> Path:
-    tree = root / "agent-rebalance"
-    tree.mkdir()
-    for name in ("serverless.yml", "requirements.txt"):
-        shutil.copy2(REPO / name, tree / name)
-    for name in ("deploy", "core", "handlers"):
-        shutil.copytree(REPO / name, tree / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in (".venv", "node_modules"):
-        (tree / name).symlink_to(REPO / name, target_is_directory=True)
-    return tree
+    return service_copy(root, ("deploy", "core", "handlers"))
 
 
 def _deploy(

@@ -4,13 +4,12 @@ there to be left out, and stale 3.11 bytecode planted in `core/`)."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from typing import Any
 
 import pytest
 
-from tests.e2e.helpers import REPO, SECRETS, Build, sls_environ
+from tests.e2e.helpers import SECRETS, Build, service_copy, sls_environ
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -301,13 +300,7 @@ def test_package_without_the_runtime_python_stops_with_advice(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     """With no CPython 3.12 to be found, `sls package` fails before pip, naming the fix."""
-    tree = tmp_path_factory.mktemp("no-python") / "agent-rebalance"
-    tree.mkdir()
-    for name in ("serverless.yml", "requirements.txt"):
-        shutil.copy2(REPO / name, tree / name)
-    shutil.copytree(REPO / "deploy", tree / "deploy")
-    for name in (".venv", "node_modules"):
-        (tree / name).symlink_to(REPO / name, target_is_directory=True)
+    tree = service_copy(tmp_path_factory.mktemp("no-python"))
     env = sls_environ(tmp_path_factory.mktemp("home"))
     env["PYTHON312"] = str(tree / "missing" / "python3.12")
     run = subprocess.run(
