@@ -35,7 +35,6 @@ from core.jwks import KeySet, KeySetUnavailableError
 from core.settings import Settings, jwt_secret_problem
 
 HS_ALGORITHMS = ("HS256",)
-JWKS_ALGORITHMS = ("RS256", "ES256")
 PUBLIC_KEY_CLAIM = "publicKey"
 MAX_CLAIM_BYTES = 4096  # far above any wallet key or user id; bounds key and log sizes
 _MAX_KID_CHARS = 256

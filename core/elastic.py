@@ -167,7 +167,6 @@ class Crew:
         self.token, self.clock = token, clock
         self.drain_id = uuid.uuid4().hex
         self.started = 0  # drains this one started (fan-out, hand-over)
-        self.beats = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -247,7 +246,6 @@ class Crew:
             ],
         )
         admitted, running, backlog, *starts = reply
-        self.beats += 1
         for token in starts:
             self.started += wake(opts, wake_event("fanout", str(token)))
         if starts:

@@ -184,4 +184,4 @@ DEAD = "dead"
 CANCELLED = "cancelled"
 EXPIRED = "expired"
 RATE_LIMIT_BLOCKED = "rate_limit_blocked"
-RATE_LIMIT_HITS = "rate_limit_hits"
+RATE_LIMIT_HITS = "rate_limit_hits"  # derived (accepted + blocked), never stored

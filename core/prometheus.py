@@ -57,7 +57,7 @@ HISTOGRAM = "job_duration_seconds"
 
 def exported_names() -> set[str]:
     """Every sample name the Prometheus endpoint writes (the dashboard's and rules' contract)."""
-    names = {f"{PREFIX}{n}_total" for n in (*COUNTERS, "rate_limit_hits")}
+    names = {f"{PREFIX}{n}_total" for n in (*COUNTERS, keys.RATE_LIMIT_HITS)}
     names |= {PREFIX + n for n in GAUGES}
     names |= {f"{PREFIX}{HISTOGRAM}_{s}" for s in ("bucket", "sum", "count")}
     return names
@@ -81,7 +81,7 @@ class _SnapshotCollector:
             yield CounterMetricFamily(PREFIX + name, doc, value=totals[field_name])
         hits = totals[keys.SUBMITTED] + totals[keys.RATE_LIMIT_BLOCKED]
         yield CounterMetricFamily(
-            PREFIX + "rate_limit_hits",
+            PREFIX + keys.RATE_LIMIT_HITS,
             "Submits seen by the rate limiter (accepted or blocked).",
             value=hits,
         )

@@ -20,7 +20,7 @@ from arq.worker import Worker
 SETTINGS = RedisSettings.from_dsn(os.environ["PEER_REDIS_URL"])
 
 
-async def noop(ctx: dict[str, Any], i: int) -> None:
+async def noop(_ctx: dict[str, Any], i: int) -> None:
     return None
 
 
