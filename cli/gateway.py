@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from devstack.embedded import EmbeddedValkey, EmbeddedValkeyError
-    from devstack.gateway import GatewayServer
+    from devstack.server import GatewayServer
 
     token = args.token or secrets.token_urlsafe(24)
     stop = _stop_on_signals()

@@ -79,7 +79,7 @@ def redis_stack() -> Iterator[str]:
         yield "Upstash at " + os.environ["UPSTASH_REDIS_REST_URL"]
         return
     from devstack.embedded import EmbeddedValkey
-    from devstack.gateway import GatewayServer
+    from devstack.server import GatewayServer
 
     valkey = EmbeddedValkey()
     valkey.start()

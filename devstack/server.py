@@ -15,6 +15,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from devstack.gateway import create_app
+
 
 class _Counter:
     """ASGI wrapper counting HTTP requests (lifespan events are not requests)."""
@@ -40,8 +42,6 @@ class GatewayServer:
         host: str = "127.0.0.1",
         **app_options: Any,
     ) -> None:
-        from devstack.gateway import create_app  # gateway re-exports this class
-
         self.host = host
         self._requested_port = port
         self._app = _Counter(create_app(redis_url, token, **app_options))

@@ -16,7 +16,7 @@ import valkey
 from core.redis import RestClient
 from core.settings import Settings
 from devstack.embedded import EmbeddedValkey
-from devstack.gateway import GatewayServer
+from devstack.server import GatewayServer
 from tests.support.caches import reset_caches
 
 GATEWAY_TOKEN = "test-gateway-token"

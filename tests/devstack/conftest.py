@@ -25,7 +25,7 @@ from upstash_redis import Redis
 from upstash_redis.asyncio import Redis as AsyncRedis
 
 from devstack.embedded import EmbeddedValkey
-from devstack.gateway import GatewayServer
+from devstack.server import GatewayServer
 
 if TYPE_CHECKING:  # the root conftest is imported by pytest, not as a package
     from conftest import Stack

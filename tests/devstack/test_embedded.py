@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from devstack.embedded import EmbeddedValkey, ephemeral_port
-from devstack.gateway import GatewayServer
+from devstack.server import GatewayServer
 
 TOKEN = "embedded-test-token"
 
