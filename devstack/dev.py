@@ -1,7 +1,7 @@
 """`make dev`: the whole system on one machine, behaving like production.
 
 - Redis: the Upstash database named by `UPSTASH_REDIS_REST_URL`/`_TOKEN` when both are set;
-  otherwise an embedded Valkey behind the Upstash-compatible gateway (`devstack.gateway`).
+  otherwise an embedded Valkey behind the Upstash-compatible gateway (`devstack.stack`).
 - The API: every HTTP route of the Lambdas (the handlers' own `routes`, composed in one
   Starlette app with the same error model), plus `GET /healthz` and `GET /openapi.json`,
   served by uvicorn on `HOST`:`PORT` (default 127.0.0.1:8000).
@@ -78,21 +78,11 @@ def redis_stack() -> Iterator[str]:
     if os.environ.get("UPSTASH_REDIS_REST_URL") and os.environ.get("UPSTASH_REDIS_REST_TOKEN"):
         yield "Upstash at " + os.environ["UPSTASH_REDIS_REST_URL"]
         return
-    from devstack.embedded import EmbeddedValkey
-    from devstack.server import GatewayServer
+    from devstack.stack import local_stack
 
-    valkey = EmbeddedValkey()
-    valkey.start()
-    token = secrets.token_urlsafe(24)
-    gateway = GatewayServer(redis_url=valkey.url, token=token, port=0)
-    try:
-        gateway.start()
-        os.environ["UPSTASH_REDIS_REST_URL"] = gateway.url
-        os.environ["UPSTASH_REDIS_REST_TOKEN"] = token
-        yield f"embedded Valkey {valkey.url} behind the gateway {gateway.url}"
-    finally:
-        gateway.stop()
-        valkey.stop()
+    with local_stack() as stack:
+        os.environ.update(stack.env())
+        yield f"embedded Valkey {stack.redis_url} behind the gateway {stack.url}"
 
 
 class Ticker:

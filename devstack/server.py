@@ -1,6 +1,6 @@
 """`GatewayServer`: the gateway app under uvicorn in a background thread.
 
-Used by the test fixtures and by `rebalance gateway`. The listening socket is bound before
+Used by the local stack (`devstack.stack`). The listening socket is bound before
 the thread starts, so `port=0` yields a known free port at once and `start()` returns only
 when uvicorn accepts connections. `request_count` counts HTTP requests served, the unit the
 project's round-trip budgets are written in.
