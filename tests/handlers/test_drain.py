@@ -13,8 +13,8 @@ import pytest
 from core import keys, queue
 from core.redis import RestClient
 from core.settings import Settings
+from devstack.lambda_events import LambdaContext
 from handlers import drain as drain_handler
-from tests.support.context import FakeContext
 
 
 def test_drain_logs_one_emf_line_from_its_summary(
@@ -30,7 +30,7 @@ def test_drain_logs_one_emf_line_from_its_summary(
     monkeypatch.setenv("DRAIN_SAFETY_MARGIN_MS", "100")
     queue.enqueue(keys.REQUEST_QUEUE, {"p": 1}, user_id="u1", client=rest)
     with caplog.at_level(logging.INFO, logger="handlers.drain"):
-        summary = drain_handler.handler({"source": "aws.events"}, FakeContext(5000))
+        summary = drain_handler.handler({"source": "aws.events"}, LambdaContext(5000))
     (record,) = [r for r in caplog.records if r.getMessage() == "drain.metrics"]
     fields = record.fields  # type: ignore[attr-defined]
     assert summary["succeeded"] == fields["Succeeded"] == 1
@@ -70,5 +70,5 @@ def test_the_handler_drains_as_a_scheduled_run_of_run_drain(
     monkeypatch.setenv("REBALANCE_PROCESSOR", "core.processors.simulated:noop")
     monkeypatch.setenv("DRAIN_SAFETY_MARGIN_MS", "100")
     queue.enqueue(keys.REQUEST_QUEUE, {"p": 1}, client=rest)
-    summary = drain_handler.handler({"wake": "submit", "token": ""}, FakeContext(20_000))
+    summary = drain_handler.handler({"wake": "submit", "token": ""}, LambdaContext(20_000))
     assert (summary["succeeded"], summary["stopReason"]) == (1, "idle")
