@@ -14,10 +14,13 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from devstack.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token"
@@ -38,29 +41,28 @@ def _body(**metadata: object) -> dict[str, object]:
 
 
 def billed_total(backend: object) -> int:
-    from tests.billing import command_counts
+    from devstack.billing import command_counts
 
     return sum(command_counts(backend).values())
 
 
 class Bench:
-    def __init__(self, gateway_url: str, redis_url: str) -> None:
-        import valkey
-
+    def __init__(self, stack: LocalStack) -> None:
         from core.redis import RestClient
         from core.settings import Settings
 
+        # The handlers measured read their settings from the environment, as in Lambda.
         os.environ.update(
-            UPSTASH_REDIS_REST_URL=gateway_url,
-            UPSTASH_REDIS_REST_TOKEN=TOKEN,
-            AUTH_JWT_SECRET=SECRET,
-            METRICS_SCRAPE_TOKEN="scrape",
-            RATE_LIMIT_MAX="1000000",
-            LOG_LEVEL="ERROR",
+            stack.env(
+                AUTH_JWT_SECRET=SECRET,
+                METRICS_SCRAPE_TOKEN="scrape",
+                RATE_LIMIT_MAX="1000000",
+                LOG_LEVEL="ERROR",
+            )
         )
         self.settings = Settings.from_env()
-        self.backend = valkey.Valkey.from_url(redis_url, decode_responses=True)
-        self.client = RestClient(gateway_url, TOKEN)
+        self.backend = stack.backend
+        self.client = RestClient(stack.url, stack.token)
         self.rows: list[Row] = []
 
     def add(self, budget: str, limit: str, measured: float | str, ok: bool) -> None:
@@ -194,7 +196,7 @@ class Bench:
 
         def per_job(wallets: int, policy: QueuePolicy = policy) -> tuple[float, float]:
             """(billed commands per job, serialization commands per job that waited)."""
-            from tests.billing import command_counts
+            from devstack.billing import command_counts
 
             self.backend.flushall()
             for i in range(jobs):
@@ -240,9 +242,8 @@ class Bench:
 
         from core.auth import Principal, mint_token
         from core.submit import _SUBMIT, submit_call
+        from devstack.lambda_events import LambdaContext, apigw_event
         from handlers.submit import handler
-        from tests.handlers.helpers import apigw_event
-        from tests.support.context import FakeContext
 
         token = mint_token("bench-http", "bench-key", SECRET, 3600)
         headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
@@ -252,7 +253,7 @@ class Bench:
             body = json_module.dumps(_body(n=n))
             event = apigw_event("POST", "/api/agent/rebalance", body=body, headers=headers)
             started = time.perf_counter()
-            answer = handler(event, FakeContext())
+            answer = handler(event, LambdaContext())
             elapsed = time.perf_counter() - started
             assert answer["statusCode"] == 202, answer
             return elapsed
@@ -379,28 +380,33 @@ class Bench:
         through the real submit route; the dev ticker is the drain function (its
         schedule an hour away), so a job starts by a wake or a drain already running."""
         import random
+        import warnings
 
         from core import elastic
+        from core.auth import mint_token
+        from devstack.backlog import STATS, wait_for
         from devstack.dev import build_app, start_ticker
-        from tests.handlers.helpers import TestClient, auth
-        from tests.support.elastic import wait_for
-        from tests.support.slow import STATS
+
+        with warnings.catch_warnings():
+            # Starlette 1.x prefers `httpx2` for its test client; the `httpx` it finds works.
+            warnings.simplefilter("ignore")
+            from starlette.testclient import TestClient
 
         self.backend.flushall()
         STATS.reset()
         self._configure(
             DRAIN_WAKE="true",
             DRAIN_MAX_PARALLEL="4",
-            REBALANCE_PROCESSOR="tests.support.slow:instant",
+            REBALANCE_PROCESSOR="devstack.backlog:instant",
         )
         ticker = start_ticker(3600)
         client, latencies = TestClient(build_app()), []
+        auth = {"Authorization": f"Bearer {mint_token('bench-wake', 'bench-key', SECRET, 3600)}"}
         try:
             for i in range(submits):
                 sent = time.monotonic()
-                job_id = client.post(
-                    "/api/agent/rebalance", json=_body(i=i), headers=auth()
-                ).json()["jobId"]
+                answer = client.post("/api/agent/rebalance", json=_body(i=i), headers=auth)
+                job_id = answer.json()["jobId"]
                 wait_for(lambda job=job_id: job in STATS.started, 30)
                 latencies.append(STATS.started[job_id] - sent)
                 time.sleep(random.uniform(0, 4))
@@ -457,20 +463,21 @@ class Bench:
         """A backlog of `jobs` jobs of 1 s, concurrency 10, drained by 1, 2 and 4 drains
         (DRAIN_MAX_PARALLEL; fan-out every 10 queued jobs per drain): throughput, the most
         jobs that ran at once (10 per drain at most), and the speed-up of 4 over 1."""
-        from tests.support.elastic import drain_backlog
+        from devstack.backlog import drain_backlog
 
-        self._configure(
-            DRAIN_WAKE="true",
-            DRAIN_FANOUT_BACKLOG="10",
-            DRAIN_BATCH_SIZE="10",
-            DRAIN_CONCURRENCY="10",
-            DRAIN_IDLE_EXIT_MS="1000",
-            REBALANCE_PROCESSOR="tests.support.slow:one_second",
+        fanning = dataclasses.replace(
+            self.settings,
+            drain_wake=True,
+            drain_fanout_backlog=10,
+            drain_batch_size=10,
+            drain_concurrency=10,
+            drain_idle_exit_ms=1000,
+            rebalance_processor="devstack.backlog:one_second",
         )
         seconds = {}
         for drains in (1, 2, 4):
-            self._configure(DRAIN_MAX_PARALLEL=str(drains))
-            run = drain_backlog(self.client, self.backend, drains, jobs)
+            settings = dataclasses.replace(fanning, drain_max_parallel=drains)
+            run = drain_backlog(self.client, self.backend, settings, jobs)
             seconds[drains] = run.seconds
             self.add(
                 f"throughput, {jobs} jobs of 1 s, {drains} drain(s) of concurrency 10 (jobs/s; "
@@ -523,47 +530,14 @@ def render(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@contextmanager
-def gateway_process(redis_url: str) -> Iterator[str]:
-    """The gateway in a process of its own, as Upstash is a server of its own: in this
-    process it would compete with the code measured for the interpreter lock."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cli.main",
-            "gateway",
-            "--port",
-            "0",
-            "--token",
-            TOKEN,
-            "--redis-url",
-            redis_url,
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("UPSTASH_REDIS_REST_URL="):
-                yield line.strip().split("=", 1)[1]
-                break
-        else:
-            raise RuntimeError("the gateway did not start")
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 def main() -> int:
     sys.path.insert(0, str(ROOT))
-    from devstack.embedded import EmbeddedValkey
+    from devstack.stack import local_stack
 
-    with EmbeddedValkey() as valkey_server, gateway_process(valkey_server.url) as gateway_url:
-        bench = Bench(gateway_url, valkey_server.url)
+    # The gateway in a process of its own, as Upstash is a server of its own: in this
+    # process it would compete with the code measured for the interpreter lock.
+    with local_stack(token=TOKEN, own_process=True) as stack:
+        bench = Bench(stack)
         steps = (
             bench.submit_path,
             bench.reads,

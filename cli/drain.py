@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
-from types import SimpleNamespace
+from dataclasses import replace
 
 DEFAULT_IDLE_EXIT_MS = 1000
 
@@ -40,25 +39,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Before the settings are read: they are read once per process.
-    if args.no_idle_exit:
-        os.environ.pop("DRAIN_IDLE_EXIT_MS", None)
-    elif args.idle_exit_ms is not None:
-        os.environ["DRAIN_IDLE_EXIT_MS"] = str(args.idle_exit_ms)
-    else:
-        os.environ.setdefault("DRAIN_IDLE_EXIT_MS", str(DEFAULT_IDLE_EXIT_MS))
-
     from core.settings import get_settings
-    from handlers.drain import handler
+    from handlers.drain import run_drain
 
+    settings = get_settings()
+    if args.no_idle_exit:
+        settings = replace(settings, drain_idle_exit_ms=None)
+    elif args.idle_exit_ms is not None:
+        settings = replace(settings, drain_idle_exit_ms=args.idle_exit_ms)
+    elif settings.drain_idle_exit_ms is None:
+        settings = replace(settings, drain_idle_exit_ms=DEFAULT_IDLE_EXIT_MS)
     # The budget is the drain's working time: the safety margin that a Lambda keeps for
     # the last ack comes on top, so `--budget-seconds 2` really drains for two seconds.
-    margin_s = get_settings().drain_safety_margin_ms / 1000
-    ends = time.monotonic() + args.budget_seconds + margin_s
-    context = SimpleNamespace(
-        aws_request_id=f"cli-{int(time.time() * 1000)}",
-        get_remaining_time_in_millis=lambda: max(0, int((ends - time.monotonic()) * 1000)),
+    ends = time.monotonic() + args.budget_seconds + settings.drain_safety_margin_ms / 1000
+    summary = run_drain(
+        settings,
+        lambda: max(0, int((ends - time.monotonic()) * 1000)),
+        request_id=f"cli-{int(time.time() * 1000)}",
     )
-    summary = handler({"source": "rebalance.cli", "detail-type": "Scheduled Event"}, context)
     print(json.dumps(summary), flush=True)
     return 0

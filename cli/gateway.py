@@ -9,10 +9,10 @@ or SIGTERM and exits 0.
 from __future__ import annotations
 
 import argparse
-import secrets
 import signal
 import sys
 import threading
+from contextlib import ExitStack
 from typing import Any
 
 DEFAULT_PORT = 8079
@@ -44,39 +44,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from devstack.embedded import EmbeddedValkey, EmbeddedValkeyError
-    from devstack.gateway import GatewayServer
+    from devstack.embedded import EmbeddedValkeyError
+    from devstack.stack import local_stack
 
-    token = args.token or secrets.token_urlsafe(24)
     stop = _stop_on_signals()
-    embedded = None if args.redis_url else EmbeddedValkey()
-    try:
-        redis_url = args.redis_url
-        if embedded is not None:
-            embedded.start()
-            redis_url = embedded.url
-        server = GatewayServer(
-            redis_url,
-            token,
-            port=args.port,
-            host=args.host,
-            read_only_token=args.read_only_token,
-        )
-        server.start()
-    except (EmbeddedValkeyError, OSError, RuntimeError) as exc:
-        print(f"rebalance gateway: {exc}", file=sys.stderr)
-        if embedded is not None:
-            embedded.stop()
-        return 1
-    try:
-        print(f"UPSTASH_REDIS_REST_URL={server.url}", flush=True)
-        print(f"UPSTASH_REDIS_REST_TOKEN={token}", flush=True)
+    with ExitStack() as running:
+        try:
+            stack = running.enter_context(
+                local_stack(
+                    redis_url=args.redis_url,
+                    token=args.token,
+                    port=args.port,
+                    host=args.host,
+                    read_only_token=args.read_only_token,
+                )
+            )
+        except (EmbeddedValkeyError, OSError, RuntimeError) as exc:
+            print(f"rebalance gateway: {exc}", file=sys.stderr)
+            return 1
+        print(f"UPSTASH_REDIS_REST_URL={stack.url}", flush=True)
+        print(f"UPSTASH_REDIS_REST_TOKEN={stack.token}", flush=True)
         while not stop.wait(0.2):  # a timed wait keeps the main thread responsive to signals
             pass
-    finally:
-        server.stop()
-        if embedded is not None:
-            embedded.stop()
     return 0
 
 

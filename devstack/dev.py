@@ -1,13 +1,13 @@
 """`make dev`: the whole system on one machine, behaving like production.
 
 - Redis: the Upstash database named by `UPSTASH_REDIS_REST_URL`/`_TOKEN` when both are set;
-  otherwise an embedded Valkey behind the Upstash-compatible gateway (`devstack.gateway`).
+  otherwise an embedded Valkey behind the Upstash-compatible gateway (`devstack.stack`).
 - The API: every HTTP route of the Lambdas (the handlers' own `routes`, composed in one
   Starlette app with the same error model), plus `GET /healthz` and `GET /openapi.json`,
   served by uvicorn on `HOST`:`PORT` (default 127.0.0.1:8000).
 - Real time: the job events WebSocket, a stand-in for API Gateway's management API that the
   drain's pushes reach, and a page at `/` that shows a job's status live (`devstack.events`).
-- A ticker that invokes the drain Lambda's handler every `DEV_DRAIN_INTERVAL_S` seconds, like
+- A ticker that runs the drain Lambda's `run_drain` every `DEV_DRAIN_INTERVAL_S` seconds, like
   EventBridge does, each invocation with that much budget (default 10; `0` = no ticker, run
   `rebalance drain` by hand). It is also the elastic drain's waker (`DRAIN_WAKE` and
   `DRAIN_MAX_PARALLEL=4` are the dev defaults, as deployed): a submit into an idle queue starts
@@ -31,8 +31,11 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import SimpleNamespace
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 DEV_USER = "dev-user"
 DEV_PUBLIC_KEY = "dev-wallet-public-key"
@@ -78,21 +81,11 @@ def redis_stack() -> Iterator[str]:
     if os.environ.get("UPSTASH_REDIS_REST_URL") and os.environ.get("UPSTASH_REDIS_REST_TOKEN"):
         yield "Upstash at " + os.environ["UPSTASH_REDIS_REST_URL"]
         return
-    from devstack.embedded import EmbeddedValkey
-    from devstack.gateway import GatewayServer
+    from devstack.stack import local_stack
 
-    valkey = EmbeddedValkey()
-    valkey.start()
-    token = secrets.token_urlsafe(24)
-    gateway = GatewayServer(redis_url=valkey.url, token=token, port=0)
-    try:
-        gateway.start()
-        os.environ["UPSTASH_REDIS_REST_URL"] = gateway.url
-        os.environ["UPSTASH_REDIS_REST_TOKEN"] = token
-        yield f"embedded Valkey {valkey.url} behind the gateway {gateway.url}"
-    finally:
-        gateway.stop()
-        valkey.stop()
+    with local_stack() as stack:
+        os.environ.update(stack.env())
+        yield f"embedded Valkey {stack.redis_url} behind the gateway {stack.url}"
 
 
 class Ticker:
@@ -101,11 +94,19 @@ class Ticker:
     asynchronous invoke of the elastic drain: a drain thread at once, with `wake_budget_s`
     (the Lambda's timeout). At most `max_parallel` invocations run at once, scheduled ones
     included (the drain's reserved concurrency); a wake past that is refused, as Lambda
-    throttles it."""
+    throttles it. Each invocation is `run_drain` with `settings`, or, without them, the
+    process's settings as they are at that moment."""
 
-    def __init__(self, interval_s: float, max_parallel: int = 1, wake_budget_s: float = 55.0):
+    def __init__(
+        self,
+        interval_s: float,
+        max_parallel: int = 1,
+        wake_budget_s: float = 55.0,
+        settings: Settings | None = None,
+    ):
         self.interval_s, self.max_parallel = interval_s, max_parallel
         self.wake_budget_s = wake_budget_s
+        self.settings = settings
         self.invocations = 0
         self.wakes = 0  # drain threads started by `wake`
         self.throttled = 0  # wakes and ticks refused past `max_parallel`
@@ -167,17 +168,19 @@ class Ticker:
 
     def _invoke(self, event: dict[str, Any], budget_s: float) -> None:
         from core.settings import get_settings
-        from handlers.drain import handler
+        from handlers.drain import run_drain
 
-        ends = time.monotonic() + budget_s + get_settings().drain_safety_margin_ms / 1000
+        settings = self.settings or get_settings()
+        ends = time.monotonic() + budget_s + settings.drain_safety_margin_ms / 1000
         with self._lock:
             number = self.invocations
             self.invocations += 1
-        context = SimpleNamespace(
-            aws_request_id=f"dev-drain-{number}",
-            get_remaining_time_in_millis=lambda: self.remaining_ms(ends),
+        run_drain(
+            settings,
+            lambda: self.remaining_ms(ends),
+            event=event,
+            request_id=f"dev-drain-{number}",
         )
-        handler(event, context)
 
     def _run(self) -> None:
         from core.errors import RebalanceError
@@ -204,16 +207,18 @@ class Ticker:
 SCHEDULED_EVENT = {"source": "aws.events", "detail-type": "Scheduled Event"}
 
 
-def start_ticker(interval_s: float) -> Ticker | None:
+def start_ticker(interval_s: float, settings: Settings | None = None) -> Ticker | None:
     """The running ticker (None when `interval_s` is 0), installed as the drains' waker: a
-    submit's wake and a drain's fan-out start drain threads here, not Lambda invokes."""
+    submit's wake and a drain's fan-out start drain threads here, not Lambda invokes. Its
+    drains run with `settings` (default: the process's, read at each invocation)."""
     from core import elastic
     from core.settings import get_settings
 
     if interval_s <= 0:
         elastic.use_waker(lambda _event: False)  # jobs wait for `rebalance drain`, as said
         return None
-    ticker = Ticker(interval_s, get_settings().drain_max_parallel)
+    max_parallel = (settings or get_settings()).drain_max_parallel
+    ticker = Ticker(interval_s, max_parallel, settings=settings)
     elastic.use_waker(ticker.wake)
     ticker.start()
     return ticker
@@ -234,13 +239,6 @@ def _defaults() -> None:
     # credentials do, and these keep it from probing for real ones.
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "dev-local")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "dev-local")
-
-
-def _push_locally(url: str) -> None:
-    """Point the drain's WebSocket pushes at this server's management API stand-in."""
-    from devstack.events import MANAGEMENT_PATH
-
-    os.environ["WS_API_ENDPOINT"] = url + MANAGEMENT_PATH
 
 
 def dev_token() -> str:
@@ -372,13 +370,15 @@ def _serve() -> int:
         from core import elastic
         from core.log import configure
         from core.settings import get_settings
+        from devstack.events import MANAGEMENT_PATH
 
         url = f"http://{host}:{sock.getsockname()[1]}"
-        _push_locally(url)  # before the settings are read
         configure(get_settings().log_level)
         _check_reachable()
         server = uvicorn.Server(uvicorn.Config(build_app(), log_level="warning", access_log=False))
-        ticker = start_ticker(ticker_s)
+        # The drains push WebSocket messages to this server's management API stand-in.
+        drains = replace(get_settings(), ws_api_endpoint=url + MANAGEMENT_PATH)
+        ticker = start_ticker(ticker_s, drains)
         print(_banner(url, redis, ticker_s), flush=True)
         try:
             server.run(sockets=[sock])  # returns on SIGINT/SIGTERM

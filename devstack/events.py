@@ -7,7 +7,7 @@
   a final status, 4401 bad token, 4404 unknown or another user's job, 4429 over the read
   limit, 4409 too many subscriptions, 1011 Redis unreachable.
 - `POST /dev/ws-management/@connections/{connectionId}`: a stand-in for API Gateway's
-  management API. `make dev` sets `WS_API_ENDPOINT` to it, so the drain's own boto3
+  management API. `make dev`'s drains have it as their `WS_API_ENDPOINT`, so their boto3
   `post_to_connection` (`core.push`) delivers here, and a closed socket answers 410
   `GoneException` like AWS does. Connection ids are random: only the drain learns them.
 - `GET /`: a page that submits a sample rebalance with a token and shows its status live.

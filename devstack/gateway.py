@@ -23,7 +23,7 @@ What it serves (UPSTASH_REST.md §15 is the checklist; choices where Upstash is 
   is refused with 400 (raw RESP2 output is not implemented).
 
 Nothing is logged per request: paths and queries can carry tokens and values.
-`GatewayServer` runs the app under uvicorn in a background thread (tests, `rebalance gateway`).
+`devstack.server.GatewayServer` runs the app under uvicorn in a background thread.
 """
 
 from __future__ import annotations
@@ -54,9 +54,8 @@ from devstack.commands import (
 from devstack.read_only import ReadOnlyAccess
 from devstack.resp import encode_entry
 from devstack.scripts import Prepared, Scripts
-from devstack.server import GatewayServer
 
-__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "GatewayServer", "create_app"]
+__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "create_app"]
 
 DEFAULT_MAX_REQUEST_BYTES = 10 * 1024 * 1024  # Upstash Free and pay-as-you-go
 _METHODS = ("GET", "HEAD", "POST", "PUT")

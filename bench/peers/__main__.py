@@ -48,9 +48,7 @@ def main() -> int:
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
 
-    import valkey
-
-    from bench.__main__ import TOKEN, gateway_process
+    from bench.__main__ import TOKEN
     from core import keys
     from core.drain import DrainOptions, drain
     from core.jobs import Job
@@ -58,16 +56,14 @@ def main() -> int:
     from core.queue import QueuePolicy
     from core.redis import RestClient
     from core.settings import Settings
-    from devstack.embedded import EmbeddedValkey
-    from tests.billing import command_counts
+    from devstack.billing import command_counts
+    from devstack.stack import local_stack
 
-    with EmbeddedValkey() as server, gateway_process(server.url) as gateway_url:
-        backend = valkey.Valkey.from_url(server.url, decode_responses=True)
-        client = RestClient(gateway_url, TOKEN)
-        env = {**os.environ, "PEER_REDIS_URL": server.url}
-        defaults = Settings.from_env(
-            {"UPSTASH_REDIS_REST_URL": gateway_url, "UPSTASH_REDIS_REST_TOKEN": TOKEN}
-        )
+    with local_stack(token=TOKEN, own_process=True) as stack:
+        backend = stack.backend
+        client = RestClient(stack.url, stack.token)
+        env = {**os.environ, "PEER_REDIS_URL": stack.redis_url}
+        defaults = Settings.from_env(stack.env())
         options = DrainOptions.from_settings(defaults)
         options = DrainOptions(**{**options.__dict__, "idle_exit_ms": 0, "safety_margin_ms": 0})
         q = keys.REQUEST_QUEUE

@@ -9,11 +9,14 @@ import subprocess
 import sys
 import time
 
+import pytest
 import valkey
 
+from cli.main import main
 from core import keys, queue
 from core.queue import Outcome, QueuePolicy
 from core.redis import RestClient
+from tests.support.caches import reset_caches
 
 Q = keys.REQUEST_QUEUE
 
@@ -149,6 +152,31 @@ def test_drain_returns_once_the_queue_is_idle(
     )
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert (summary["succeeded"], summary["stopReason"]) == (1, "idle")
+
+
+@pytest.mark.parametrize(
+    ("flags", "stop"), [(["--idle-exit-ms", "100"], "idle"), (["--no-idle-exit"], "deadline")]
+)
+def test_drain_options_reach_the_drain_as_values_not_through_the_environment(
+    rest: RestClient,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    stop: str,
+) -> None:
+    """In process: `--idle-exit-ms` beats `DRAIN_IDLE_EXIT_MS`, `--no-idle-exit` ignores it,
+    and `os.environ` is the same afterwards."""
+    monkeypatch.setenv("REBALANCE_PROCESSOR", "core.processors.simulated:noop")
+    monkeypatch.setenv("DRAIN_IDLE_EXIT_MS", "60000")  # longer than the budget
+    monkeypatch.setenv("DRAIN_SAFETY_MARGIN_MS", "0")
+    reset_caches()
+    queue.enqueue(Q, {}, client=rest)
+    before = dict(os.environ)
+    assert main(["drain", "--budget-seconds", "3", *flags]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (summary["succeeded"], summary["stopReason"]) == (1, stop)
+    assert dict(os.environ) == before
 
 
 def test_bad_settings_and_outages_are_one_line_not_a_traceback(env: dict[str, str]) -> None:

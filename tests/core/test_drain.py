@@ -19,9 +19,9 @@ from core.jobs import Job
 from core.queue import QueuePolicy
 from core.redis import RestClient
 from core.settings import Settings
-from tests.billing import billed
+from devstack.billing import billed
+from devstack.lambda_events import LambdaContext
 from tests.core.conftest import Q
-from tests.support.context import FakeContext
 
 FAST = DrainOptions(
     batch_size=10,
@@ -40,7 +40,7 @@ def run(
     budget_ms: int = 10_000,
     options: DrainOptions = FAST,
 ) -> dict[str, Any]:
-    context = FakeContext(budget_ms)
+    context = LambdaContext(budget_ms)
     return drain(
         rest, processor, context.get_remaining_time_in_millis, policy=policy, options=options
     ).as_dict()
@@ -131,7 +131,7 @@ def test_the_drain_returns_inside_its_budget_with_a_slow_processor(
 ) -> None:
     """A processor that would run for a minute is cut at the budget; the job is retried."""
     job_id = queue.enqueue(Q, {}, client=rest)
-    context = FakeContext(1500)
+    context = LambdaContext(1500)
     options = DrainOptions(**{**FAST.__dict__, "safety_margin_ms": 500, "idle_exit_ms": None})
 
     async def endless(job: Job) -> None:
@@ -235,7 +235,7 @@ def test_handler_runs_the_configured_processor(
     monkeypatch.setenv("DRAIN_IDLE_EXIT_MS", "100")
     monkeypatch.setenv("DRAIN_SAFETY_MARGIN_MS", "100")
     job_id = queue.enqueue(Q, {"portfolio": "p1"}, user_id="u1", client=rest)
-    summary = drain_handler.handler({"source": "aws.events"}, FakeContext(5000))
+    summary = drain_handler.handler({"source": "aws.events"}, LambdaContext(5000))
     assert summary["succeeded"] == 1 and summary["stopReason"] == "idle"
     assert status_of(backend, job_id)["result"] == {"rebalanced": True, "attempts": 1}
 
@@ -249,7 +249,7 @@ def test_handler_fails_fast_on_a_bad_processor(
     monkeypatch.setenv("REBALANCE_PROCESSOR", "no_such_module:process")
     queue.enqueue(Q, {}, client=rest)
     with pytest.raises(ConfigError, match="REBALANCE_PROCESSOR"):
-        drain_handler.handler({}, FakeContext(2000))
+        drain_handler.handler({}, LambdaContext(2000))
     assert queue.depth(rest, Q)["queued"] == 1
 
 
@@ -366,7 +366,7 @@ def test_a_busy_lambda_drain_reports_the_backlog_it_leaves(
         queue.enqueue(Q, {"i": i}, client=rest, now=int(time.time() * 1000) - 90_000)
 
     out_of_time = threading.Event()
-    context = FakeContext(60_000)
+    context = LambdaContext(60_000)
     real = context.get_remaining_time_in_millis
     monkeypatch.setattr(context, "get_remaining_time_in_millis",
                         lambda: 0 if out_of_time.is_set() else real())  # fmt: skip
@@ -379,5 +379,5 @@ def test_a_busy_lambda_drain_reports_the_backlog_it_leaves(
     # one job ran, then the budget ended: the other claimed job went back unstarted
     assert (busy["claimed"], busy["succeeded"], busy["released"]) == (2, 1, 1)
     assert busy["queueDepth"] == 4 and busy["oldestAgeMs"] >= 90_000
-    idle = drain_handler.handler({}, FakeContext(0))
+    idle = drain_handler.handler({}, LambdaContext(0))
     assert "queueDepth" not in idle

@@ -18,10 +18,10 @@ from core.queue import QueuePolicy
 from core.redis import RestClient
 from core.settings import Settings
 from core.submit import submit_job
-from tests.billing import billed
+from devstack.billing import billed
+from devstack.lambda_events import LambdaContext
 from tests.bodies import rebalance
 from tests.core.conftest import Q
-from tests.support.context import FakeContext
 
 ELASTIC = ElasticOptions(wake=True, max_parallel=4, fanout_backlog=10, heartbeat_ms=15_000)
 QUICK = DrainOptions(poll_interval_ms=20, poll_max_interval_ms=40, idle_exit_ms=150)
@@ -50,7 +50,7 @@ def fill(rest: RestClient, n: int) -> None:
 def run_drain(
     rest: RestClient, crew: Crew, policy: QueuePolicy, options: DrainOptions = QUICK
 ) -> dict[str, Any]:
-    context = FakeContext(10_000)
+    context = LambdaContext(10_000)
     return drain(
         rest,
         lambda job: None,

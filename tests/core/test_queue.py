@@ -14,7 +14,7 @@ from core.jobs import Job
 from core.queue import Outcome, QueuePolicy
 from core.redis import RestClient
 from core.settings import Settings
-from tests.billing import billed
+from devstack.billing import billed
 from tests.core.conftest import Q
 
 

@@ -19,7 +19,7 @@ from core.jobs import Job
 from core.redis import RestClient
 from core.settings import Settings
 from core.submit import fingerprint, get_status, submit_job
-from tests.billing import billed
+from devstack.billing import billed
 from tests.bodies import rebalance, stored
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z

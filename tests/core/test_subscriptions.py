@@ -14,7 +14,7 @@ from core.errors import AuthError, ConflictError, NotFoundError, RateLimitedErro
 from core.queue import Outcome, QueuePolicy, claim_and_ack
 from core.rate_limit import ReadLimit
 from core.redis import RestClient
-from tests.billing import billed
+from devstack.billing import billed
 from tests.core.conftest import Q
 
 ALICE = Principal("alice", "wallet-a")

@@ -24,8 +24,7 @@ import valkey
 from upstash_redis import Redis
 from upstash_redis.asyncio import Redis as AsyncRedis
 
-from devstack.embedded import EmbeddedValkey
-from devstack.gateway import GatewayServer
+from devstack.stack import LocalStack, local_stack
 
 if TYPE_CHECKING:  # the root conftest is imported by pytest, not as a package
     from conftest import Stack
@@ -38,9 +37,7 @@ CONTRACT = bool(CONTRACT_URL and CONTRACT_TOKEN)
 TARGETS = ["gateway", "upstash"] if CONTRACT else ["gateway"]
 # Fixtures a test may ask for that reach past the SDK into the local stack: such tests are
 # gateway-only (only the test's own arguments count: the SDK fixtures build on `stack` too).
-_LOCAL_FIXTURES = frozenset(
-    {"backend", "raw_backend", "stack", "http", "small", "read_only", "valkey_server"}
-)
+_LOCAL_FIXTURES = frozenset({"backend", "raw_backend", "stack", "http", "small", "read_only"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -164,29 +161,26 @@ def http(session_http: Http, backend: valkey.Valkey) -> Http:
 
 
 @pytest.fixture(scope="module")
-def small_gateway(valkey_server: EmbeddedValkey, stack: Stack) -> Iterator[GatewayServer]:
+def small_gateway(stack: Stack) -> Iterator[LocalStack]:
     """A second gateway on the same Valkey: a 4 KiB request cap and a read-only token."""
-    server = GatewayServer(
-        valkey_server.url,
-        stack.token,
-        port=0,
+    with local_stack(
+        redis_url=stack.redis_url,
+        token=stack.token,
         read_only_token=READ_ONLY_TOKEN,
         max_request_bytes=SMALL_CAP,
-    )
-    server.start()
-    yield server
-    server.stop()
+    ) as small:
+        yield small
 
 
 @pytest.fixture(scope="module")
-def small_http(small_gateway: GatewayServer, stack: Stack) -> Iterator[Http]:
-    client = Http(small_gateway.url, stack.token)
+def small_http(small_gateway: LocalStack) -> Iterator[Http]:
+    client = Http(small_gateway.url, small_gateway.token)
     yield client
     client.close()
 
 
 @pytest.fixture(scope="module")
-def read_only_http(small_gateway: GatewayServer) -> Iterator[Http]:
+def read_only_http(small_gateway: LocalStack) -> Iterator[Http]:
     client = Http(small_gateway.url, READ_ONLY_TOKEN)
     yield client
     client.close()

@@ -3,19 +3,21 @@ out to more drains (never past DRAIN_MAX_PARALLEL), and they all go once idle.""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import pytest
 import valkey
 
 from core import elastic, keys
 from core.redis import RestClient
+from core.settings import Settings
+from devstack.backlog import STATS, drain_backlog, wait_for
 from devstack.dev import build_app, start_ticker
 from tests.bodies import rebalance
 from tests.handlers.helpers import TestClient, auth
-from tests.support.elastic import drain_backlog, wait_for
-from tests.support.slow import STATS
 
 Q = keys.REQUEST_QUEUE
 
@@ -48,15 +50,25 @@ def configure(
 
 @pytest.mark.timeout(120)
 def test_a_backlog_fans_out_to_four_drains_and_drains_three_times_faster(
-    configure: Callable[..., None], rest: RestClient, backend: valkey.Valkey
+    settings: Settings, rest: RestClient, backend: valkey.Valkey
 ) -> None:
     """120 jobs of 1 s, concurrency 10: 4 drains (never more: 40 jobs at once at most) finish
-    at least 3x sooner than 1, and none is left running or registered afterwards."""
-    configure(REBALANCE_PROCESSOR="tests.support.slow:one_second", DRAIN_MAX_PARALLEL="1")
-    one = drain_backlog(rest, backend, 1, 120)
+    at least 3x sooner than 1, and none is left running or registered afterwards. The drains
+    take their settings as values: the environment sets none of them."""
+    assert "DRAIN_WAKE" not in os.environ
+    fanning = replace(
+        settings,
+        drain_wake=True,
+        drain_fanout_backlog=10,
+        drain_batch_size=10,
+        drain_concurrency=10,
+        drain_idle_exit_ms=1000,
+        drain_safety_margin_ms=500,
+        rebalance_processor="devstack.backlog:one_second",
+    )
+    one = drain_backlog(rest, backend, replace(fanning, drain_max_parallel=1), 120)
     assert (one.peak_jobs, one.ticker.wakes, one.ticker.peak) == (10, 1, 1)
-    configure(DRAIN_MAX_PARALLEL="4")
-    four = drain_backlog(rest, backend, 4, 120)
+    four = drain_backlog(rest, backend, replace(fanning, drain_max_parallel=4), 120)
     assert four.peak_jobs == 40  # four drains of ten at once, and not one job more
     assert (four.ticker.wakes, four.ticker.peak, four.ticker.throttled) == (4, 4, 0)
     assert one.seconds / four.seconds >= 3, (one.seconds, four.seconds)
@@ -69,7 +81,7 @@ def test_submits_start_at_once_by_waking_a_drain_not_by_the_schedule(
     """The schedule ticks once (nothing due) and not again for an hour; each submit into an
     idle queue wakes a drain thread, a submit while one runs does not, and every job starts
     within seconds."""
-    configure(REBALANCE_PROCESSOR="tests.support.slow:instant", DRAIN_MAX_PARALLEL="4")
+    configure(REBALANCE_PROCESSOR="devstack.backlog:instant", DRAIN_MAX_PARALLEL="4")
     ticker = start_ticker(3600)
     assert ticker is not None
     client = TestClient(build_app())

@@ -22,8 +22,8 @@ from websockets.sync.client import ClientConnection, connect
 from core import keys
 from core.auth import mint_token
 from devstack.events import MANAGEMENT_PATH
+from devstack.lambda_events import LambdaContext
 from handlers import drain as drain_handler
-from tests.support.context import FakeContext
 from tests.support.serving import serving_dev_app
 
 USER, WALLET = "dev-user", "dev-wallet"
@@ -82,7 +82,7 @@ def receive_all(socket_: ClientConnection) -> tuple[list[dict[str, Any]], int | 
 
 
 def run_drain() -> dict[str, Any]:
-    return drain_handler.handler({"source": "aws.events"}, FakeContext(10_000))
+    return drain_handler.handler({"source": "aws.events"}, LambdaContext(10_000))
 
 
 def test_subscribe_submit_drain_receives_processing_then_succeeded(

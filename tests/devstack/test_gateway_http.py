@@ -18,7 +18,7 @@ import httpx
 import pytest
 import valkey
 
-from devstack.gateway import GatewayServer
+from devstack.server import GatewayServer
 
 if TYPE_CHECKING:
     from conftest import Http, Stack

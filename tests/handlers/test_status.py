@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from devstack.lambda_events import LambdaContext, apigw_event
 from tests.bodies import rebalance
-from tests.handlers.helpers import TestClient, api_app, apigw_event, auth, body_of
-from tests.support.context import FakeContext
+from tests.handlers.helpers import TestClient, api_app, auth, body_of
 
 PATH = "/api/agent/rebalance"
 
@@ -66,8 +66,8 @@ def test_status_through_the_lambda_handler(client: TestClient, backend) -> None:
 
     job_id = _submit(client)
     for _ in range(2):
-        response = handler(apigw_event("GET", f"{PATH}/{job_id}", headers=auth()), FakeContext())
+        response = handler(apigw_event("GET", f"{PATH}/{job_id}", headers=auth()), LambdaContext())
         assert response["statusCode"] == 200, response
         assert body_of(response)["jobId"] == job_id
-    missing = handler(apigw_event("GET", f"{PATH}/{job_id}", headers=auth("bob")), FakeContext())
+    missing = handler(apigw_event("GET", f"{PATH}/{job_id}", headers=auth("bob")), LambdaContext())
     assert (missing["statusCode"], body_of(missing)["error"]["code"]) == (404, "not_found")

@@ -9,9 +9,9 @@ import pytest
 
 from core import keys
 from core.jobs import Job
+from devstack.lambda_events import LambdaContext, apigw_event
 from tests.bodies import rebalance, stored
-from tests.handlers.helpers import TestClient, api_app, apigw_event, auth, body_of
-from tests.support.context import FakeContext
+from tests.handlers.helpers import TestClient, api_app, auth, body_of
 
 PATH = "/api/agent/rebalance"
 
@@ -138,7 +138,7 @@ def test_lambda_event_through_the_handler(env: dict[str, str], backend) -> None:
             body=json.dumps(rebalance(i=i)),
             headers={**auth(), "Content-Type": "application/json"},
         )
-        context = FakeContext()
+        context = LambdaContext()
         response = handler(event, context)
         assert response["statusCode"] == 202, response
         body = body_of(response)
@@ -161,7 +161,7 @@ def test_lambda_event_with_authorizer_claims(env: dict[str, str], backend, monke
         headers={"Content-Type": "application/json"},
         claims={"sub": "from-authorizer", "publicKey": "pk"},
     )
-    response = handler(event, FakeContext())
+    response = handler(event, LambdaContext())
     assert response["statusCode"] == 202, response
     assert Job.from_json(backend.lindex(keys.REQUEST_QUEUE, 0)).user_id == "from-authorizer"
     unauthorized = handler(
@@ -171,7 +171,7 @@ def test_lambda_event_with_authorizer_claims(env: dict[str, str], backend, monke
             body=json.dumps(rebalance()),
             headers={**auth(), "Content-Type": "application/json"},
         ),
-        FakeContext(),
+        LambdaContext(),
     )
     assert unauthorized["statusCode"] == 401
 
@@ -195,7 +195,7 @@ def test_request_logs_carry_the_lambda_request_id_and_no_token(
     logger.setLevel(logging.INFO)
     try:
         headers = {**auth(), "Content-Type": "application/json"}
-        context = FakeContext()
+        context = LambdaContext()
         answer = handler(
             apigw_event("POST", PATH, body=json.dumps(rebalance()), headers=headers), context
         )

@@ -17,9 +17,9 @@ from moto import mock_aws
 from core import elastic, keys
 from core.elastic import Crew, ElasticOptions
 from core.redis import RestClient
+from devstack.lambda_events import LambdaContext, apigw_event
 from tests.bodies import rebalance
-from tests.handlers.helpers import TestClient, api_app, apigw_event, auth
-from tests.support.context import FakeContext
+from tests.handlers.helpers import TestClient, api_app, auth
 
 PATH = "/api/agent/rebalance"
 DRAIN = "agent-rebalance-test-drain"
@@ -122,7 +122,7 @@ def test_the_lambda_entry_point_wakes_too(invokes: list[dict[str, Any]], backend
 
     event = apigw_event("POST", PATH, body=json.dumps(rebalance()), headers=auth())
     event["headers"]["content-type"] = "application/json"
-    assert handler(event, FakeContext())["statusCode"] == 202
+    assert handler(event, LambdaContext())["statusCode"] == 202
     assert [call["FunctionName"] for call in invokes] == [DRAIN]
 
 

@@ -28,10 +28,10 @@ from core.rate_limit import ReadLimit
 from core.redis import RestClient, get_client
 from core.settings import Settings
 from core.submit import submit_job
+from devstack.lambda_events import LambdaContext
 from handlers import drain as drain_handler
 from handlers import ws
 from tests.e2e.helpers import load_event
-from tests.support.context import FakeContext
 
 ENDPOINT = "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/dev"
 USER, WALLET = "agent-7f3a", "7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU"
@@ -96,7 +96,7 @@ def posted(connection_id: str = CONNECTION) -> list[dict[str, Any]]:
 
 
 def run_drain() -> dict[str, Any]:
-    return drain_handler.handler({"source": "aws.events"}, FakeContext(10_000))
+    return drain_handler.handler({"source": "aws.events"}, LambdaContext(10_000))
 
 
 def test_subscribe_submit_drain_pushes_processing_then_succeeded(lambda_env: dict) -> None:
@@ -211,7 +211,7 @@ def test_a_gone_connection_is_forgotten_after_its_first_failed_post(
 
     pusher = Pusher(post, forget, lanes=1)  # one lane: the stubbed answers come in order
     with stubber:
-        summary = drain(rest, process, FakeContext(10_000).get_remaining_time_in_millis,
+        summary = drain(rest, process, LambdaContext(10_000).get_remaining_time_in_millis,
                         policy=QueuePolicy(), options=DrainOptions(idle_exit_ms=200,
                         poll_interval_ms=20, safety_margin_ms=100), pusher=pusher)  # fmt: skip
         stubber.assert_no_pending_responses()
