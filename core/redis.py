@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from functools import cached_property, lru_cache
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -282,28 +282,40 @@ def make_client(settings: Settings) -> RestClient:
 
 
 _client_lock = threading.Lock()
+# One client per connection (URL, token, timeout, retries): the process's settings and any
+# settings a caller passes with the same connection share one pool.
+_clients: dict[tuple[str, str, int, int], RestClient] = {}
 
 
-@lru_cache(maxsize=1)
-def _client() -> RestClient:
-    return make_client(get_settings())
-
-
-def get_client() -> RestClient:
-    """The process-wide REST client (built on first use, reused while the Lambda is warm).
+def client_for(settings: Settings) -> RestClient:
+    """The process's REST client for the connection `settings` describe (built on first use,
+    reused while the Lambda is warm).
 
     Built under a lock: a drain's threads and a request can ask at once, and the client built
     second would be dropped with its connections open."""
+    connection = (
+        settings.upstash_redis_rest_url,
+        settings.upstash_redis_rest_token,
+        settings.upstash_timeout_ms,
+        settings.upstash_retries,
+    )
     with _client_lock:
-        return _client()
+        if connection not in _clients:
+            _clients[connection] = make_client(settings)
+        return _clients[connection]
+
+
+def get_client() -> RestClient:
+    """The process-wide REST client, for the settings of the environment."""
+    return client_for(get_settings())
 
 
 def reset_client() -> None:
-    """Close and forget the process-wide client; the next `get_client()` builds a new one."""
+    """Close and forget the process's clients; the next `get_client()` builds a new one."""
     with _client_lock:
-        if _client.cache_info().currsize:
-            _client().close()
-        _client.cache_clear()
+        for client in _clients.values():
+            client.close()
+        _clients.clear()
 
 
 def make_tcp_client(settings: Settings) -> TcpClient | None:

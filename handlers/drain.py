@@ -32,7 +32,7 @@ from core.log import bind, configure, get_logger
 from core.log import event as log_event
 from core.processors import Processor, load_processor
 from core.queue import QueuePolicy
-from core.redis import RedisClient, get_client
+from core.redis import RedisClient, client_for, get_client
 from core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -88,10 +88,10 @@ def run_drain(
 ) -> dict[str, Any]:
     """One drain invocation with `settings`, until `remaining_ms()` (less the safety margin)
     runs out; `event` says who started it (a scheduled run when None), `client` defaults to
-    the process-wide one. Returns the summary."""
+    the process's client for the connection of `settings`. Returns the summary."""
     configure(settings.log_level)
     processor = _processor(settings.rebalance_processor)
-    client = get_client() if client is None else client
+    client = client_for(settings) if client is None else client
     crew = elastic.crew_for(event, client, settings)
     role, _ = elastic.role_of(event)
     options = replace(

@@ -62,6 +62,35 @@ def test_run_drain_takes_its_options_as_values_not_from_the_environment(
     assert dict(os.environ) == before
 
 
+def test_run_drain_talks_to_the_redis_its_settings_name(
+    settings: Settings, rest: RestClient
+) -> None:
+    """Without `client=`, `run_drain` uses the process's client for the connection of its
+    settings: settings naming an unreachable URL reach nothing, though the environment names
+    a gateway with work queued; the same connection shares one client."""
+    from core.redis import client_for, reset_client
+
+    queue.enqueue(keys.REQUEST_QUEUE, {"i": 0}, client=rest)
+    elsewhere = replace(
+        settings,
+        upstash_redis_rest_url="http://127.0.0.1:9",  # the discard port: nothing listens
+        upstash_retries=0,
+        drain_idle_exit_ms=0,
+        drain_safety_margin_ms=0,
+    )
+    assert client_for(elsewhere) is client_for(replace(elsewhere, drain_batch_size=1))
+    assert client_for(elsewhere) is not client_for(settings)
+    ends = time.monotonic() + 1.5
+    try:
+        summary = drain_handler.run_drain(
+            elsewhere, lambda: max(0, int((ends - time.monotonic()) * 1000))
+        )
+    finally:
+        reset_client()
+    assert summary["claimed"] == 0 and summary["faults"] >= 1
+    assert queue.depth(rest, keys.REQUEST_QUEUE)["queued"] == 1
+
+
 def test_the_handler_drains_as_a_scheduled_run_of_run_drain(
     env: dict[str, str], rest: RestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
