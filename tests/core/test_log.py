@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +20,15 @@ JWT = (
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1c2VyLTEiLCJwdWJsaWNLZXkiOiJrIn0"
     ".c2lnbmF0dXJlLWJ5dGVzLWhlcmU"
 )
+
+
+@pytest.fixture(autouse=True)
+def fresh_secrets() -> Iterator[None]:
+    """Each test's environment is read afresh, and the next test's after its own is undone
+    (this fixture needs no `monkeypatch`, so it is torn down after it)."""
+    log.refresh_secrets()
+    yield
+    log.refresh_secrets()
 
 
 @pytest.fixture
@@ -111,6 +121,64 @@ def test_registered_secrets_and_settings_repr_are_masked(lines: io.StringIO) -> 
     text = lines.getvalue()
     assert "ssm-loaded-secret-value" not in text
     assert "tok-abcdef" not in text and "whsec-abcdef" not in text
+
+
+class CountingEnviron(dict[str, str]):
+    """A copy of the environment that counts the reads of the secret variables."""
+
+    reads = 0
+
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        if key in log.SECRET_VARIABLES:
+            self.reads += 1
+        return super().get(key, default)
+
+
+def test_the_environment_is_read_once_not_at_every_line(
+    lines: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The secret variables are read at the first line only; one set later is masked from
+    `refresh_secrets()` on, as `reset_caches` and a reloaded configuration call it."""
+    environ = CountingEnviron(os.environ)
+    monkeypatch.setattr(os, "environ", environ)
+    log.refresh_secrets()
+    logger = log.get_logger("test")
+    for n in range(50):
+        logger.info("line %d with %s", n, UPSTASH_TOKEN)
+    assert environ.reads == len(log.SECRET_VARIABLES)
+    assert UPSTASH_TOKEN not in lines.getvalue()
+
+    environ["AUTH_JWT_SECRET"] = "rotated-jwt-secret-0042"
+    logger.info("cached: %s", "rotated-jwt-secret-0042")
+    log.refresh_secrets()
+    logger.info("refreshed: %s", "rotated-jwt-secret-0042")
+    cached, refreshed = (r["event"] for r in records(lines)[-2:])
+    assert cached == "cached: rotated-jwt-secret-0042"  # the cache, not the environment
+    assert refreshed == "refreshed: ***"
+    assert environ.reads == 2 * len(log.SECRET_VARIABLES)
+
+
+def test_a_secret_registered_after_the_first_line_is_masked_at_once(lines: io.StringIO) -> None:
+    """Registering drops the cache: no refresh is needed for a value the code knows."""
+    logger = log.get_logger("test")
+    logger.info("warm the cache")
+    log.register_secrets("registered-later-0077")
+    logger.info("value %s", "registered-later-0077")
+    assert records(lines)[-1]["event"] == "value ***"
+
+
+def test_reset_caches_rereads_the_secret_variables(
+    lines: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the tests' `env` fixture calls between tests refreshes the log's secrets too."""
+    from tests.support.caches import reset_caches
+
+    logger = log.get_logger("test")
+    logger.info("warm the cache")
+    monkeypatch.setenv("METRICS_SCRAPE_TOKEN", "scrape-token-after-reset")
+    reset_caches()
+    logger.info("scrape with %s", "scrape-token-after-reset")
+    assert records(lines)[-1]["event"] == "scrape with ***"
 
 
 def test_ordinary_words_survive(lines: io.StringIO) -> None:
