@@ -21,8 +21,10 @@ the record by the runtime's own log filter) and, when Lambda passes one (X-Ray t
 `trace_id`: what CloudWatch Logs Insights needs to group a cold start or follow a trace.
 
 Inside AWS Lambda the runtime has already installed a handler on the root logger, which
-writes to CloudWatch with its own framing: `configure` gives that handler our formatter
-instead of adding a second one, so every record is written once.
+writes to CloudWatch with its own framing; under `sls invoke local` (`IS_LOCAL=true`) the
+wrapper that imports the handler has called `logging.basicConfig()`. Either way `configure`
+gives the host's handler our formatter instead of adding a second one, so every record is
+written once.
 """
 
 from __future__ import annotations
@@ -220,27 +222,31 @@ def _trace_id(header: str) -> str:
     return ""
 
 
-def _in_lambda() -> bool:
-    return bool(
-        os.environ.get("AWS_LAMBDA_FUNCTION_NAME") and os.environ.get("AWS_LAMBDA_RUNTIME_API")
-    )
+def _hosted() -> bool:
+    """A Lambda function whose host owns the root logger: the runtime (`AWS_LAMBDA_RUNTIME_API`)
+    or `sls invoke local` (`IS_LOCAL`). Tests and `make dev` set neither: their handlers stay."""
+    if not os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        return False
+    return bool(os.environ.get("AWS_LAMBDA_RUNTIME_API")) or os.environ.get("IS_LOCAL") == "true"
 
 
 def configure(level: str = "INFO", *, stream: IO[str] | None = None) -> None:
     """JSON lines on stderr (or `stream`); idempotent; called by entry points, never at import.
 
-    In Lambda, the runtime's root handler is reused (reformatted), never doubled.
+    In Lambda and under `sls invoke local`, the host's root handler is reused (reformatted),
+    never doubled.
     """
     root = logging.getLogger()
     root.setLevel(level)
     # A line per Upstash request would drown the job events; their failures surface as ours.
-    for chatty in ("httpx", "httpcore"):
+    # Mangum's "GET /path 200" repeats our `http.request` line, which has the request id.
+    for chatty in ("httpx", "httpcore", "mangum.http"):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
     if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
         return
-    if _in_lambda() and root.handlers:
-        for runtime_handler in root.handlers:
-            runtime_handler.setFormatter(JsonFormatter())
+    if _hosted() and root.handlers:
+        for host_handler in root.handlers:
+            host_handler.setFormatter(JsonFormatter())
         return
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())

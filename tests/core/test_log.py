@@ -42,6 +42,7 @@ def lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_LAMBDA_RUNTIME_API", raising=False)
+    monkeypatch.delenv("IS_LOCAL", raising=False)
     root = logging.getLogger()
     saved, level = root.handlers[:], root.level
     root.handlers = []
@@ -198,12 +199,23 @@ class LambdaLoggerHandler(logging.Handler):
         self.lines.append(self.format(record))
 
 
-def test_in_lambda_the_runtime_handler_is_reused_not_doubled(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    "host",
+    [
+        {"AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001"},  # the Lambda runtime
+        {"IS_LOCAL": "true"},  # `sls invoke local`, whose wrapper calls logging.basicConfig()
+    ],
+)
+def test_in_lambda_the_host_handler_is_reused_not_doubled(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], host: dict[str, str]
 ) -> None:
-    """Under the Lambda runtime every record is written once, as our redacted JSON."""
+    """Under the Lambda runtime or its local emulation every record is written once, as our
+    redacted JSON, by the handler the host put on the root logger."""
+    monkeypatch.delenv("AWS_LAMBDA_RUNTIME_API", raising=False)
+    monkeypatch.delenv("IS_LOCAL", raising=False)
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "agent-rebalance-dev-drain")
-    monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")
+    for name, value in host.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("UPSTASH_REDIS_REST_TOKEN", UPSTASH_TOKEN)
     root = logging.getLogger()
     saved, level = root.handlers[:], root.level
