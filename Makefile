@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
-.PHONY: install dev test test-fast lint bench bench-peers package invoke clean tools openapi
+.PHONY: install dev test test-fast lint lock bench bench-peers package invoke clean tools openapi
 
 install: $(STAMP) node_modules/.installed
 
@@ -24,6 +24,20 @@ node_modules/.installed: package.json package-lock.json
 	@command -v npm >/dev/null || { echo "npm (Node 20+) is required: install Node.js" >&2; exit 1; }
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# The lock files, with every file's hash, generated from pyproject.toml by the uv that the dev
+# lock pins: requirements-dev.lock (the project and its tcp and dev extras, any platform from
+# Python 3.11), requirements.txt (what the Lambda zip installs: CPython 3.12 on manylinux
+# aarch64, at the dev lock's versions) and bench/peers/requirements.lock. A version already
+# pinned stays; `make lock LOCK_ARGS="--upgrade-package NAME"` moves one (--upgrade: all).
+UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --custom-compile-command "make lock"
+lock: $(STAMP)
+	$(UV_COMPILE) $(LOCK_ARGS) pyproject.toml --extra tcp --extra dev \
+		--universal --python-version 3.11 -o requirements-dev.lock
+	$(UV_COMPILE) $(LOCK_ARGS) pyproject.toml -c requirements-dev.lock \
+		--python-platform aarch64-manylinux_2_17 --python-version 3.12 -o requirements.txt
+	$(UV_COMPILE) $(LOCK_ARGS) bench/peers/requirements.in \
+		--universal --python-version 3.11 -o bench/peers/requirements.lock
 
 # promtool checks the alert rules and the exposition format; chromium runs the dev page's
 # browser test. Debian ships both; a missing one fails `make test`, never skips a test.

@@ -9,8 +9,11 @@ Secrets never reach a line. Three nets, applied to the whole rendered line:
 - bearer tokens, JWT-shaped strings, URL passwords and credential-named query parameters
   (`?api_key=...`) are masked wherever they appear, free text included;
 - the values of the secret settings (`UPSTASH_REDIS_REST_TOKEN`, `AUTH_JWT_SECRET`,
-  `METRICS_SCRAPE_TOKEN`, `REBALANCE_WEBHOOK_SECRET`, the password in `REDIS_URL`), read from
-  the environment at each line, and any value given to `register_secrets`, are replaced.
+  `METRICS_SCRAPE_TOKEN`, `REBALANCE_WEBHOOK_SECRET`, the password in `REDIS_URL`) and any
+  value given to `register_secrets` are replaced. The environment is read once, at the first
+  line (like the settings, once per process): re-reading it at every line cost ten times a
+  bare `json.dumps`. Whoever changes those variables later calls `refresh_secrets()` (tests
+  do, through `tests.support.caches.reset_caches`).
 
 Inside AWS Lambda every line also carries `function_name`, `cold_start` (true for the lines of
 the process's first invocation and of its init), `request_id` (bound by the handler, or set on
@@ -18,8 +21,10 @@ the record by the runtime's own log filter) and, when Lambda passes one (X-Ray t
 `trace_id`: what CloudWatch Logs Insights needs to group a cold start or follow a trace.
 
 Inside AWS Lambda the runtime has already installed a handler on the root logger, which
-writes to CloudWatch with its own framing: `configure` gives that handler our formatter
-instead of adding a second one, so every record is written once.
+writes to CloudWatch with its own framing; under `sls invoke local` (`IS_LOCAL=true`) the
+wrapper that imports the handler has called `logging.basicConfig()`. Either way `configure`
+gives the host's handler our formatter instead of adding a second one, so every record is
+written once.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -67,6 +73,12 @@ _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _MIN_SECRET = 4  # shorter values would mask ordinary words
 MASK = "***"
 _secrets: set[str] = set()
+# What `redact` replaces: each known secret with its JSON-escaped form ("" when the same),
+# longest first so that a secret containing another is masked whole. None: build it again.
+_known: tuple[tuple[str, str], ...] | None = None
+# Held while `_known` is rebuilt or dropped, so that a value registered during a rebuild is
+# never lost to the rebuild's older snapshot.
+_known_lock = threading.Lock()
 # The first request id this process logged: its lines (and the init's) are the cold start.
 _first_request: list[str] = []
 
@@ -77,7 +89,35 @@ def get_logger(name: str) -> logging.Logger:
 
 def register_secrets(*values: str) -> None:
     """Values that must never appear in a log line (tokens, signing secrets)."""
-    _secrets.update(v for v in values if v and len(v) >= _MIN_SECRET)
+    global _known
+    with _known_lock:
+        _secrets.update(v for v in values if v and len(v) >= _MIN_SECRET)
+        _known = None
+
+
+def refresh_secrets() -> None:
+    """Read the secret variables from the environment again, at the next line."""
+    global _known
+    with _known_lock:
+        _known = None
+
+
+def _known_secrets() -> tuple[tuple[str, str], ...]:
+    global _known
+    known = _known
+    if known is not None:
+        return known
+    with _known_lock:
+        if _known is None:
+            found = sorted(_secrets | _environment_secrets(), key=len, reverse=True)
+            _known = tuple((s, _escaped(s)) for s in found)
+        return _known
+
+
+def _escaped(secret: str) -> str:
+    """`secret` as it appears inside a JSON string, or "" when that is the same text."""
+    escaped = json.dumps(secret, ensure_ascii=False)[1:-1]
+    return "" if escaped == secret else escaped
 
 
 def _environment_secrets() -> set[str]:
@@ -90,11 +130,10 @@ def _environment_secrets() -> set[str]:
 
 def redact(text: str) -> str:
     """`text` with every known secret, bearer token and JWT replaced by `***`."""
-    for secret in sorted(_secrets | _environment_secrets(), key=len, reverse=True):
+    for secret, escaped in _known_secrets():
         if secret in text:
             text = text.replace(secret, MASK)
-        escaped = json.dumps(secret, ensure_ascii=False)[1:-1]  # as it appears inside JSON
-        if escaped != secret and escaped in text:
+        if escaped and escaped in text:
             text = text.replace(escaped, MASK)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
     text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}@", text)
@@ -183,27 +222,31 @@ def _trace_id(header: str) -> str:
     return ""
 
 
-def _in_lambda() -> bool:
-    return bool(
-        os.environ.get("AWS_LAMBDA_FUNCTION_NAME") and os.environ.get("AWS_LAMBDA_RUNTIME_API")
-    )
+def _hosted() -> bool:
+    """A Lambda function whose host owns the root logger: the runtime (`AWS_LAMBDA_RUNTIME_API`)
+    or `sls invoke local` (`IS_LOCAL`). Tests and `make dev` set neither: their handlers stay."""
+    if not os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        return False
+    return bool(os.environ.get("AWS_LAMBDA_RUNTIME_API")) or os.environ.get("IS_LOCAL") == "true"
 
 
 def configure(level: str = "INFO", *, stream: IO[str] | None = None) -> None:
     """JSON lines on stderr (or `stream`); idempotent; called by entry points, never at import.
 
-    In Lambda, the runtime's root handler is reused (reformatted), never doubled.
+    In Lambda and under `sls invoke local`, the host's root handler is reused (reformatted),
+    never doubled.
     """
     root = logging.getLogger()
     root.setLevel(level)
     # A line per Upstash request would drown the job events; their failures surface as ours.
-    for chatty in ("httpx", "httpcore"):
+    # Mangum's "GET /path 200" repeats our `http.request` line, which has the request id.
+    for chatty in ("httpx", "httpcore", "mangum.http"):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
     if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
         return
-    if _in_lambda() and root.handlers:
-        for runtime_handler in root.handlers:
-            runtime_handler.setFormatter(JsonFormatter())
+    if _hosted() and root.handlers:
+        for host_handler in root.handlers:
+            host_handler.setFormatter(JsonFormatter())
         return
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())

@@ -232,8 +232,8 @@ class TcpClient:
 class Script:
     """A Lua script from `core/lua/`, sent as `EVALSHA` with a fallback to `EVAL`.
 
-    `prelude` names shared Lua files (`_counters.lua`, ...) prepended to the script, so the
-    helpers that several scripts use are written once.
+    `prelude` names shared Lua files (`_metrics.lua`, `_queue.lua`, ...) prepended to the script,
+    so the helpers that several scripts use are written once.
     """
 
     def __init__(self, name: str, *, prelude: Sequence[str] = ()) -> None:

@@ -1,4 +1,4 @@
-"""Shared HTTP plumbing of the API handlers: app factory, error model, auth and body helpers.
+"""The Lambda glue of the API handlers: endpoint adapter, app factory, request ids, Mangum.
 
 A handler module is a few sync functions and this glue:
 
@@ -13,179 +13,47 @@ A handler module is a few sync functions and this glue:
     app = _web.create_app(routes)
     handler = _web.create_handler(app)
 
+Its two neighbours hold the rest: `handlers._request` the request (`Call`, bounded body,
+strict JSON), `handlers._errors` the error model (`ERRORS`, `HttpError`, `error_response`).
+`Call` and `error_response` are importable from here too.
+
 - `endpoint(func)` turns `func(call: Call) -> Response` into a Starlette endpoint: the body is
   read on the event loop (at most `MAX_BODY_BYTES` + 1 bytes, nothing when `Content-Length`
   is already over), then `func` runs with the sync core and the sync REST client: inline
   under Mangum (a Lambda serves one request at a time, so the worker-thread hop would only
   add latency), in Starlette's threadpool under uvicorn. No event loop is ever bound to an
   HTTP client, so a warm Lambda can run any number of invocations.
-- `Call.principal()` authenticates (bearer JWT or API Gateway authorizer claims, see
-  `core.auth`); `Call.json()` checks `Content-Type`, size and syntax; `Call.settings`,
-  `Call.client` are the process-wide settings and Redis client.
-- `create_app(routes)` maps every error to `{"error": {"code", "message"}}` (table `ERRORS`;
-  a `ValidationError` of the body adds `details`, one `{"loc", "msg"}` per bad field):
-  `HttpError` for edge-only failures, `core.errors` for the domain, Starlette's 404/405, and
-  anything unexpected to a 500 whose body never carries the exception text. It also binds a
-  request id (the Lambda's, or a fresh one) to the logs and the `X-Request-Id` header.
+- `create_app(routes)` gives the routes the error model and binds a request id (the
+  Lambda's, or a fresh one) to the logs and the `X-Request-Id` header.
 - `create_handler(app)` is `Mangum(app, lifespan="off")`, plus JSON logs inside Lambda.
-- `error_response(status, code, message, headers)` builds an error body directly.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
-import math
 import os
 import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core import errors
-from core.auth import KeySetUnavailableError, Principal, authenticate
 from core.log import bind, event, get_logger
-from core.redis import RedisClient, get_client
-from core.settings import Settings, get_settings
+from core.settings import get_settings
+from handlers._errors import EXCEPTION_HANDLERS, error_response
+from handlers._request import Call, read_body
+
+__all__ = ["Call", "create_app", "create_handler", "endpoint", "error_response"]
 
 log = get_logger("handlers.http")
 
-Endpoint = Callable[["Call"], Response]
-
-
-class HttpError(Exception):
-    """An edge-only failure (malformed JSON, size, media type) with its HTTP answer."""
-
-    def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-
-
-# core error -> (status, code); the most specific class wins (checked in MRO order).
-ERRORS: dict[type[Exception], tuple[int, str]] = {
-    errors.AuthError: (401, "unauthorized"),
-    errors.ForbiddenError: (403, "forbidden"),
-    errors.NotFoundError: (404, "not_found"),
-    errors.ConflictError: (409, "conflict"),
-    errors.IdempotencyConflictError: (422, "idempotency_conflict"),
-    errors.ValidationError: (422, "validation_error"),
-    errors.RateLimitedError: (429, "rate_limited"),
-    errors.UpstashError: (503, "service_unavailable"),
-    KeySetUnavailableError: (503, "service_unavailable"),
-}
-_HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "validation_error",
-    429: "rate_limited",
-    503: "service_unavailable",
-}
-# Client-facing messages for server-side failures: the cause goes to the log, not the body.
-_SAFE_MESSAGES = {
-    # A submit that got this answer may have been stored: a retry with the same
-    # Idempotency-Key answers that job instead of storing a second one.
-    503: "the job store is unavailable; retry later (a submit: with the same Idempotency-Key)",
-}
-
-
-def error_response(
-    status: int,
-    code: str,
-    message: str,
-    headers: dict[str, str] | None = None,
-    details: list[dict[str, Any]] | None = None,
-) -> JSONResponse:
-    """The one error body: `{"error": {"code", "message", "details"?}}`."""
-    error: dict[str, Any] = {"code": code, "message": message}
-    if details:
-        error["details"] = details
-    return JSONResponse({"error": error}, status, headers=headers)
-
-
-@dataclass
-class Call:
-    """One request as an endpoint sees it: the Starlette request plus its bounded body."""
-
-    request: Request
-    body: bytes
-    too_large: bool
-    settings: Settings
-    _client: RedisClient | None = field(default=None, repr=False)
-
-    @property
-    def client(self) -> RedisClient:
-        """The process-wide Redis client (built on first use)."""
-        if self._client is None:
-            self._client = get_client()
-        return self._client
-
-    def principal(self) -> Principal:
-        """The authenticated caller, or `AuthError` (401)."""
-        return authenticate(
-            self.request.headers.get("authorization"),
-            self.settings,
-            self.request.scope.get("aws.event"),
-        )
-
-    def json(self) -> Any:
-        """The body as a JSON value: 415 unless JSON, 413 when too large, 400 when malformed."""
-        if not _is_json(self.request.headers.get("content-type", "")):
-            raise HttpError(415, "unsupported_media_type", "Content-Type must be application/json")
-        if self.too_large:
-            limit = self.settings.max_body_bytes
-            raise HttpError(413, "payload_too_large", f"the body is over {limit} bytes")
-        return parse_json(self.body)
-
-
-def _is_json(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or (
-        media.startswith("application/") and media.endswith("+json")
-    )
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):  # 1e999 parses as inf, which no JSON reader can take back
-        raise ValueError(f"{text} overflows a double")
-    return value
-
-
-def parse_json(body: bytes) -> Any:
-    """Strict JSON: UTF-8, no NaN/Infinity, no lone surrogates, bounded nesting (else 400)."""
-    try:
-        value = json.loads(
-            body.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float
-        )
-        # Lone surrogate escapes parse but cannot be stored as UTF-8; refuse them here.
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except (UnicodeError, ValueError, RecursionError):
-        raise HttpError(400, "invalid_json", "the body is not valid JSON") from None
-    return value
+Endpoint = Callable[[Call], Response]
 
 
 def endpoint(func: Endpoint) -> Callable[[Request], Awaitable[Response]]:
@@ -195,7 +63,7 @@ def endpoint(func: Endpoint) -> Callable[[Request], Awaitable[Response]]:
 
     async def run(request: Request) -> Response:
         settings = get_settings()
-        body, too_large = await _read_body(request, settings.max_body_bytes)
+        body, too_large = await read_body(request, settings.max_body_bytes)
         call = Call(request=request, body=body, too_large=too_large, settings=settings)
         if "aws.event" in request.scope:
             # Under Mangum a Lambda serves one request at a time: nothing else waits on this
@@ -206,61 +74,6 @@ def endpoint(func: Endpoint) -> Callable[[Request], Awaitable[Response]]:
     run.__name__ = func.__name__
     run.__doc__ = func.__doc__
     return run
-
-
-async def _read_body(request: Request, limit: int) -> tuple[bytes, bool]:
-    """At most `limit` bytes of the body, and whether there was more (checked both ways)."""
-    declared = request.headers.get("content-length", "")
-    if declared.strip().isdigit() and int(declared) > limit:
-        return b"", True
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return b"", True
-        chunks.append(chunk)
-    return b"".join(chunks), False
-
-
-async def _on_core_error(request: Request, exc: Exception) -> Response:
-    status, code = _core_status(exc)
-    headers: dict[str, str] = {}
-    retry_after = getattr(exc, "retry_after_s", None)
-    if status in (429, 503) and retry_after is not None:
-        headers["Retry-After"] = str(max(1, int(retry_after)))
-    if status == 401:
-        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
-    if status >= 500:
-        event(log, "http.server_error", logging.WARNING, error=type(exc).__name__, detail=str(exc))
-        message = _SAFE_MESSAGES.get(status, "internal error")
-    else:
-        message = str(exc)
-    return error_response(status, code, message, headers, getattr(exc, "details", None))
-
-
-def _core_status(exc: Exception) -> tuple[int, str]:
-    for cls in type(exc).__mro__:
-        if cls in ERRORS:
-            return ERRORS[cls]
-    return 500, "internal_error"
-
-
-async def _on_http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HttpError)
-    return error_response(exc.status, exc.code, exc.message, exc.headers)
-
-
-async def _on_starlette_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
-
-
-async def _on_unexpected(request: Request, exc: Exception) -> Response:
-    # ConfigError lands here too: a deployment problem, logged with the variables it names.
-    event(log, "http.error", logging.ERROR, error=type(exc).__name__, detail=str(exc))
-    return error_response(500, "internal_error", "internal error")
 
 
 class RequestContext:
@@ -323,12 +136,7 @@ def create_app(routes: Sequence[BaseRoute]) -> Starlette:
     app = Starlette(
         routes=list(routes),
         middleware=[Middleware(RequestContext)],
-        exception_handlers={
-            errors.RebalanceError: _on_core_error,
-            HttpError: _on_http_error,
-            HTTPException: _on_starlette_error,
-            Exception: _on_unexpected,
-        },
+        exception_handlers=EXCEPTION_HANDLERS,
     )
     # A path with a trailing slash is a 404 in the error model, not a bodiless 307 that a
     # client would follow with its POST (and that API Gateway never sends anyway).

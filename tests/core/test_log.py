@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -21,6 +22,15 @@ JWT = (
 )
 
 
+@pytest.fixture(autouse=True)
+def fresh_secrets() -> Iterator[None]:
+    """Each test's environment is read afresh, and the next test's after its own is undone
+    (this fixture needs no `monkeypatch`, so it is torn down after it)."""
+    log.refresh_secrets()
+    yield
+    log.refresh_secrets()
+
+
 @pytest.fixture
 def lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     """A root logger writing our JSON into a buffer, with the secrets in the environment."""
@@ -32,6 +42,7 @@ def lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_LAMBDA_RUNTIME_API", raising=False)
+    monkeypatch.delenv("IS_LOCAL", raising=False)
     root = logging.getLogger()
     saved, level = root.handlers[:], root.level
     root.handlers = []
@@ -113,6 +124,64 @@ def test_registered_secrets_and_settings_repr_are_masked(lines: io.StringIO) -> 
     assert "tok-abcdef" not in text and "whsec-abcdef" not in text
 
 
+class CountingEnviron(dict[str, str]):
+    """A copy of the environment that counts the reads of the secret variables."""
+
+    reads = 0
+
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        if key in log.SECRET_VARIABLES:
+            self.reads += 1
+        return super().get(key, default)
+
+
+def test_the_environment_is_read_once_not_at_every_line(
+    lines: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The secret variables are read at the first line only; one set later is masked from
+    `refresh_secrets()` on, as `reset_caches` and a reloaded configuration call it."""
+    environ = CountingEnviron(os.environ)
+    monkeypatch.setattr(os, "environ", environ)
+    log.refresh_secrets()
+    logger = log.get_logger("test")
+    for n in range(50):
+        logger.info("line %d with %s", n, UPSTASH_TOKEN)
+    assert environ.reads == len(log.SECRET_VARIABLES)
+    assert UPSTASH_TOKEN not in lines.getvalue()
+
+    environ["AUTH_JWT_SECRET"] = "rotated-jwt-secret-0042"
+    logger.info("cached: %s", "rotated-jwt-secret-0042")
+    log.refresh_secrets()
+    logger.info("refreshed: %s", "rotated-jwt-secret-0042")
+    cached, refreshed = (r["event"] for r in records(lines)[-2:])
+    assert cached == "cached: rotated-jwt-secret-0042"  # the cache, not the environment
+    assert refreshed == "refreshed: ***"
+    assert environ.reads == 2 * len(log.SECRET_VARIABLES)
+
+
+def test_a_secret_registered_after_the_first_line_is_masked_at_once(lines: io.StringIO) -> None:
+    """Registering drops the cache: no refresh is needed for a value the code knows."""
+    logger = log.get_logger("test")
+    logger.info("warm the cache")
+    log.register_secrets("registered-later-0077")
+    logger.info("value %s", "registered-later-0077")
+    assert records(lines)[-1]["event"] == "value ***"
+
+
+def test_reset_caches_rereads_the_secret_variables(
+    lines: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the tests' `env` fixture calls between tests refreshes the log's secrets too."""
+    from tests.support.caches import reset_caches
+
+    logger = log.get_logger("test")
+    logger.info("warm the cache")
+    monkeypatch.setenv("METRICS_SCRAPE_TOKEN", "scrape-token-after-reset")
+    reset_caches()
+    logger.info("scrape with %s", "scrape-token-after-reset")
+    assert records(lines)[-1]["event"] == "scrape with ***"
+
+
 def test_ordinary_words_survive(lines: io.StringIO) -> None:
     """Redaction masks credentials, not the words around them."""
     log.get_logger("test").info("missing bearer token")
@@ -130,12 +199,23 @@ class LambdaLoggerHandler(logging.Handler):
         self.lines.append(self.format(record))
 
 
-def test_in_lambda_the_runtime_handler_is_reused_not_doubled(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    "host",
+    [
+        {"AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001"},  # the Lambda runtime
+        {"IS_LOCAL": "true"},  # `sls invoke local`, whose wrapper calls logging.basicConfig()
+    ],
+)
+def test_in_lambda_the_host_handler_is_reused_not_doubled(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], host: dict[str, str]
 ) -> None:
-    """Under the Lambda runtime every record is written once, as our redacted JSON."""
+    """Under the Lambda runtime or its local emulation every record is written once, as our
+    redacted JSON, by the handler the host put on the root logger."""
+    monkeypatch.delenv("AWS_LAMBDA_RUNTIME_API", raising=False)
+    monkeypatch.delenv("IS_LOCAL", raising=False)
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "agent-rebalance-dev-drain")
-    monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")
+    for name, value in host.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("UPSTASH_REDIS_REST_TOKEN", UPSTASH_TOKEN)
     root = logging.getLogger()
     saved, level = root.handlers[:], root.level

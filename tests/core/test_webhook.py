@@ -1,23 +1,36 @@
-"""The webhook processor: signed POST, and how each answer maps to done/retry/dead.
+"""The webhook processor: signed POST, how each answer maps to done/retry/dead, connections.
 
 An HTTP endpoint's faults (5xx, 429, timeouts) are produced with `respx`; the signature is
-checked by recomputing it as a receiver would.
+checked by recomputing it as a receiver would. Connection reuse is counted by a real HTTP/1.1
+server on a local port, behind a real drain.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 import respx
 
+from core import queue
+from core.drain import DrainOptions, drain
 from core.errors import ConfigError, PermanentJobError
 from core.jobs import Job
 from core.processors import load_processor, webhook
+from core.queue import QueuePolicy
+from core.redis import RestClient
 from core.settings import Settings, get_settings
+from tests.core.conftest import Q
+from tests.support.caches import reset_caches
+from tests.support.context import FakeContext
 
 URL = "https://hooks.example.test/rebalance"
 SECRET = "webhook-signing-secret"
@@ -70,7 +83,7 @@ async def test_client_errors_are_permanent(configured: None, status: int) -> Non
         await webhook.process(job())
 
 
-@pytest.mark.parametrize("status", [408, 429, 500, 502, 503])
+@pytest.mark.parametrize("status", [408, 425, 429, 500, 502, 503])
 @respx.mock
 async def test_server_errors_and_throttling_are_retried(configured: None, status: int) -> None:
     respx.post(URL).mock(return_value=httpx.Response(status))
@@ -127,3 +140,105 @@ def test_check_config_accepts_a_full_configuration() -> None:
         }
     )
     assert webhook.check_config(settings) is None
+
+
+class Receiver(ThreadingHTTPServer):
+    """A webhook endpoint on a local port that keeps connections alive and counts them."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Receive)
+        self.lock = threading.Lock()
+        self.opened = self.closed = self.requests = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hook"
+
+    def count(self, name: str) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + 1)
+
+    def wait_all_closed(self) -> None:
+        """Until every connection it accepted was closed by the client (5 s at most)."""
+        deadline = time.monotonic() + 5
+        while self.closed < self.opened and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+class _Receive(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: one connection serves request after request
+    timeout = 10  # a connection the client never closes ends the thread all the same
+    server: Receiver
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.count("opened")
+
+    def finish(self) -> None:
+        super().finish()
+        self.server.count("closed")
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.count("requests")
+        body = b'{"ok": true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
+    """A local webhook endpoint, and the settings pointing the processor at it."""
+    server = Receiver()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("REBALANCE_WEBHOOK_URL", server.url)
+    monkeypatch.setenv("REBALANCE_WEBHOOK_SECRET", SECRET)
+    reset_caches()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+    reset_caches()
+
+
+def test_one_connection_serves_every_job_on_the_loop_and_closes_with_it(
+    configured: None, receiver: Receiver
+) -> None:
+    """Jobs run on one event loop share a keep-alive connection; the loop's end closes it;
+    the next loop opens its own."""
+
+    async def five_jobs() -> list[object]:
+        return [await webhook.process(job()) for _ in range(5)]
+
+    assert asyncio.run(five_jobs()) == [{"ok": True}] * 5
+    receiver.wait_all_closed()
+    assert (receiver.requests, receiver.opened, receiver.closed) == (5, 1, 1)
+    asyncio.run(five_jobs())
+    receiver.wait_all_closed()
+    assert (receiver.requests, receiver.opened, receiver.closed) == (10, 2, 2)
+
+
+def test_a_drain_invocation_posts_all_its_jobs_over_one_connection(
+    env: dict[str, str], rest: RestClient, receiver: Receiver, policy: QueuePolicy
+) -> None:
+    """Six jobs in three batches, one at a time: one TCP connection (one TLS handshake on a
+    real endpoint), closed when the invocation returns."""
+    for i in range(6):
+        queue.enqueue(Q, {"i": i}, client=rest)
+    options = DrainOptions(
+        batch_size=2, concurrency=1, poll_interval_ms=20, idle_exit_ms=100, safety_margin_ms=100
+    )
+    remaining_ms = FakeContext(10_000).get_remaining_time_in_millis
+    summary = drain(rest, webhook.process, remaining_ms, policy=policy, options=options)
+    assert (summary.succeeded, summary.batches) == (6, 3)
+    receiver.wait_all_closed()
+    assert (receiver.requests, receiver.opened, receiver.closed) == (6, 1, 1)

@@ -11,13 +11,15 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import re
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import valkey
 
 from core.auth import mint_token
-from tests.e2e.helpers import Sls, for_job, load_event, with_bearer
+from tests.e2e.helpers import Invocation, Sls, for_job, load_event, with_bearer
 
 if TYPE_CHECKING:
     from tests.conftest import Stack
@@ -34,6 +36,17 @@ DRAIN_CONTEXT = {"timeout": 20}
 def _token(stack: Stack, sub: str = USER) -> str:
     # The user is an operator too, so that the same token reads the metrics summary.
     return mint_token(sub, PUBLIC_KEY, stack.env()["AUTH_JWT_SECRET"], scope="metrics:read")
+
+
+def _logged_once(answer: Invocation) -> list[str]:
+    """The events of the invocation's log lines, having checked that each line was written
+    once, as our JSON: not again by a second root handler (`sls invoke local`'s wrapper calls
+    `logging.basicConfig()`, whose lines read `INFO:logger:event`)."""
+    plain = re.findall(r"^(?:DEBUG|INFO|WARNING|ERROR|CRITICAL):.*$", answer.output, re.MULTILINE)
+    assert not plain, answer.output
+    lines = [line for line in answer.output.splitlines() if line.startswith('{"time": ')]
+    assert [line for line, n in Counter(lines).items() if n > 1] == [], answer.output
+    return [json.loads(line)["event"] for line in lines]
 
 
 def _submit(sls: Sls, stack: Stack, event: dict[str, Any], **env: str) -> str:
@@ -61,13 +74,16 @@ def test_submit_status_drain_status_metrics_prometheus(
     status_event = for_job(with_bearer(load_event("status.json"), token), job_id)
     queued = sls.invoke("status", status_event, stack.env())
     assert queued.status == 200, queued.output
+    assert _logged_once(queued) == ["http.request"]
     assert queued.json()["jobId"] == job_id
     assert queued.json()["status"] == "queued"
     assert queued.json()["attempts"] == 0
 
-    summary = sls.invoke(
+    drained = sls.invoke(
         "drain", load_event("drain.json"), stack.env(**DRAIN_ENV), context=DRAIN_CONTEXT
-    ).result
+    )
+    assert _logged_once(drained).count("drain.metrics") == 1
+    summary = drained.result
     assert summary["claimed"] == 1
     assert summary["succeeded"] == 1
     assert summary["retried"] == summary["dead"] == 0
