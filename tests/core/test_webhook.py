@@ -28,9 +28,9 @@ from core.processors import load_processor, webhook
 from core.queue import QueuePolicy
 from core.redis import RestClient
 from core.settings import Settings, get_settings
+from devstack.lambda_events import LambdaContext
 from tests.core.conftest import Q
 from tests.support.caches import reset_caches
-from tests.support.context import FakeContext
 
 URL = "https://hooks.example.test/rebalance"
 SECRET = "webhook-signing-secret"
@@ -237,7 +237,7 @@ def test_a_drain_invocation_posts_all_its_jobs_over_one_connection(
     options = DrainOptions(
         batch_size=2, concurrency=1, poll_interval_ms=20, idle_exit_ms=100, safety_margin_ms=100
     )
-    remaining_ms = FakeContext(10_000).get_remaining_time_in_millis
+    remaining_ms = LambdaContext(10_000).get_remaining_time_in_millis
     summary = drain(rest, webhook.process, remaining_ms, policy=policy, options=options)
     assert (summary.succeeded, summary.batches) == (6, 3)
     receiver.wait_all_closed()
