@@ -1,9 +1,9 @@
 """The HTTP error model: every failure answers `{"error": {"code", "message", "details"?}}`.
 
 - `HttpError`: an edge-only failure (malformed JSON, size, media type) carrying its answer.
-- `ERRORS`: `core.errors` class -> (status, code); the most specific class wins. A
-  `ValidationError` of the body adds `details`, one `{"loc", "msg"}` per bad field; 429 and
-  503 carry `Retry-After`, 401 a `WWW-Authenticate`.
+- `core.errors` classes answer the status and code of `handlers._codes.ERRORS` (the most
+  specific class wins). A `ValidationError` of the body adds `details`, one `{"loc", "msg"}`
+  per bad field; 429 and 503 carry `Retry-After`, 401 a `WWW-Authenticate`.
 - `EXCEPTION_HANDLERS`: what `create_app` gives Starlette: the domain errors, `HttpError`,
   Starlette's own 404/405, and anything unexpected as a 500 whose body never carries the
   exception text (the text goes to the log).
@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from core import errors
-from core.auth import KeySetUnavailableError
 from core.log import event, get_logger
+from handlers._codes import status_of
 
 log = get_logger("handlers.http")
 
@@ -40,18 +40,6 @@ class HttpError(Exception):
         self.headers = headers or {}
 
 
-# core error -> (status, code); the most specific class wins (checked in MRO order).
-ERRORS: dict[type[Exception], tuple[int, str]] = {
-    errors.AuthError: (401, "unauthorized"),
-    errors.ForbiddenError: (403, "forbidden"),
-    errors.NotFoundError: (404, "not_found"),
-    errors.ConflictError: (409, "conflict"),
-    errors.IdempotencyConflictError: (422, "idempotency_conflict"),
-    errors.ValidationError: (422, "validation_error"),
-    errors.RateLimitedError: (429, "rate_limited"),
-    errors.UpstashError: (503, "service_unavailable"),
-    KeySetUnavailableError: (503, "service_unavailable"),
-}
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -87,7 +75,7 @@ def error_response(
 
 
 async def _on_core_error(request: Request, exc: Exception) -> Response:
-    status, code = _core_status(exc)
+    status, code = status_of(exc)
     headers: dict[str, str] = {}
     retry_after = getattr(exc, "retry_after_s", None)
     if status in (429, 503) and retry_after is not None:
@@ -100,13 +88,6 @@ async def _on_core_error(request: Request, exc: Exception) -> Response:
     else:
         message = str(exc)
     return error_response(status, code, message, headers, getattr(exc, "details", None))
-
-
-def _core_status(exc: Exception) -> tuple[int, str]:
-    for cls in type(exc).__mro__:
-        if cls in ERRORS:
-            return ERRORS[cls]
-    return 500, "internal_error"
 
 
 async def _on_http_error(request: Request, exc: Exception) -> Response:

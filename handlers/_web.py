@@ -14,7 +14,8 @@ A handler module is a few sync functions and this glue:
     handler = _web.create_handler(app)
 
 Its two neighbours hold the rest: `handlers._request` the request (`Call`, bounded body,
-strict JSON), `handlers._errors` the error model (`ERRORS`, `HttpError`, `error_response`).
+strict JSON), `handlers._errors` the error model (`HttpError`, `error_response`), with the
+status table in `handlers._codes`, which the WebSocket Lambda shares.
 `Call` and `error_response` are importable from here too.
 
 - `endpoint(func)` turns `func(call: Call) -> Response` into a Starlette endpoint: the body is

@@ -27,19 +27,13 @@ from core.log import bind, configure, event, get_logger
 from core.rate_limit import ReadLimit
 from core.redis import get_client
 from core.settings import get_settings
+from handlers._codes import status_of
 
 log = get_logger("handlers.ws")
 
-# core error -> (status, code), the HTTP API's mapping (most specific class first).
-_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
-    (errors.AuthError, 401, "unauthorized"),
-    (errors.NotFoundError, 404, "not_found"),
-    (errors.ConflictError, 409, "conflict"),
-    (errors.ValidationError, 400, "bad_request"),
-    (errors.RateLimitedError, 429, "rate_limited"),
-    (errors.UpstashError, 503, "service_unavailable"),
-    (KeySetUnavailableError, 503, "service_unavailable"),
-)
+# The HTTP API's mapping, but a WebSocket message that fails validation is malformed as a
+# whole (there is no body of fields to point into): a 400, like unparsable JSON over HTTP.
+_OVERRIDES: dict[type[Exception], tuple[int, str]] = {errors.ValidationError: (400, "bad_request")}
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -91,7 +85,7 @@ def _job_id(body: Any) -> str:
 
 
 def _error(exc: Exception, route: str) -> dict[str, Any]:
-    status, code = next(((s, c) for cls, s, c in _ERRORS if isinstance(exc, cls)), (500, "error"))
+    status, code = status_of(exc, _OVERRIDES)
     message = str(exc) if status < 500 else "the job store is unavailable; retry later"
     level = logging.WARNING if status >= 500 else logging.INFO
     event(log, "ws.refused", level, route=route, status=status, error=type(exc).__name__)
