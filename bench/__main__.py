@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -111,7 +112,7 @@ class Bench:
         trips, _ = self.cost(lambda: get_status(self.client, user.user_id, job_id))
         self.add("REST round trips per status read", "1", trips, trips == 1)
         worst = max(
-            self.cost(lambda d=d: metrics.get_metrics_summary(d, client=self.client))[0]
+            self.cost(partial(metrics.get_metrics_summary, d, client=self.client))[0]
             for d in range(1, 8)
         )
         self.add("REST round trips per metrics summary (days 1..7)", "1", worst, worst == 1)
@@ -407,7 +408,7 @@ class Bench:
                 sent = time.monotonic()
                 answer = client.post("/api/agent/rebalance", json=_body(i=i), headers=auth)
                 job_id = answer.json()["jobId"]
-                wait_for(lambda job=job_id: job in STATS.started, 30)
+                wait_for(partial(STATS.started.__contains__, job_id), 30)
                 latencies.append(STATS.started[job_id] - sent)
                 time.sleep(random.uniform(0, 4))
         finally:

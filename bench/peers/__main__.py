@@ -30,7 +30,7 @@ PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
 @dataclass
 class Peer:
     name: str
-    add: Callable[[int], None]
+    add: Callable[[int], object]
     work: Callable[[], float]  # seconds to drain what `add` queued
     rates: list[float] = field(default_factory=list)
     commands: list[float] = field(default_factory=list)
@@ -38,7 +38,8 @@ class Peer:
 
 def _run_json(args: list[str], env: dict[str, str]) -> dict[str, float]:
     done = subprocess.run(args, env=env, capture_output=True, text=True, check=True, cwd=ROOT)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    answer: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return answer
 
 
 def main() -> int:
@@ -91,9 +92,9 @@ def main() -> int:
         peers = [
             Peer(f"agent-rebalance drain (defaults: batch {options.batch_size}, concurrency "
                  f"{options.concurrency}; REST via the gateway)", ours_add, ours_work),
-            Peer("BullMQ 6.7 (concurrency 100, TCP)", lambda n: node("add", str(n)) and None,
+            Peer("BullMQ 6.7 (concurrency 100, TCP)", lambda n: node("add", str(n)),
                  lambda: node("work")["seconds"]),
-            Peer("arq 0.28 (max_jobs 100, TCP)", lambda n: arq("add", str(n)) and None,
+            Peer("arq 0.28 (max_jobs 100, TCP)", lambda n: arq("add", str(n)),
                  lambda: arq("work")["seconds"]),
         ]  # fmt: skip
         for round_ in range(args.rounds):
