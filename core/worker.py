@@ -109,6 +109,12 @@ class PollingWorker:
         return self._thread.is_alive()
 
     def _run(self) -> None:
+        # One event loop for the worker's life: an async processor's clients (the webhook's
+        # keep-alive connections) serve every job, and close when the worker stops.
+        with asyncio.Runner() as runner:
+            self._poll(runner)
+
+    def _poll(self, runner: asyncio.Runner) -> None:
         interval = self.interval_ms
         failures = 0
         while not self._stop.is_set():
@@ -127,13 +133,13 @@ class PollingWorker:
                 interval = min(int(interval * self.factor), self.max_interval_ms)
                 continue
             interval = self.interval_ms
-            self._handle(jobs[0])
+            self._handle(jobs[0], runner)
 
-    def _handle(self, job: Job) -> None:
+    def _handle(self, job: Job, runner: asyncio.Runner) -> None:
         claimed = time.monotonic()
         lease_s = self.policy.lease_ms / 1000
         timeout_s = lease_s * 0.9
-        outcome: Outcome = asyncio.run(run_job(self.handler, job, self.policy, timeout_s))
+        outcome: Outcome = runner.run(run_job(self.handler, job, self.policy, timeout_s))
         # The ack is fenced, so resending it is safe; past the lease it would be stale anyway.
         pause = FAULT_PAUSE_S
         while True:

@@ -10,7 +10,8 @@ permanent (dead-lettered now); a timeout (`REBALANCE_WEBHOOK_TIMEOUT_MS`, keep i
 `JOB_LEASE_SECONDS`) or a network error is retried.
 
 Connections: one `httpx.AsyncClient` per event loop, that is per drain invocation (the drain
-runs each invocation in its own `asyncio.run`). Every job of the invocation reuses its
+runs each invocation in its own `asyncio.run`) or per polling worker (one `asyncio.Runner`
+for its life). Every job of the invocation reuses its
 keep-alive connections, so a batch pays one TLS handshake per connection, not one per job.
 The client is made by the first job and closed when its loop ends: it is held by an async
 generator that the loop finalizes on shutdown (`asyncio.run` and `asyncio.Runner` do), so

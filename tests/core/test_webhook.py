@@ -242,3 +242,24 @@ def test_a_drain_invocation_posts_all_its_jobs_over_one_connection(
     assert (summary.succeeded, summary.batches) == (6, 3)
     receiver.wait_all_closed()
     assert (receiver.requests, receiver.opened, receiver.closed) == (6, 1, 1)
+
+
+def test_the_polling_worker_posts_every_job_over_one_connection(
+    env: dict[str, str], rest: RestClient, receiver: Receiver, policy: QueuePolicy
+) -> None:
+    """`start_polling_worker` runs its jobs on one event loop for its whole life: four jobs,
+    one connection, closed when the worker stops."""
+    from core.worker import start_polling_worker
+
+    for i in range(4):
+        queue.enqueue(Q, {"i": i}, client=rest)
+    worker = start_polling_worker(Q, webhook.process, 10, 50, client=rest, policy=policy)
+    try:
+        deadline = time.monotonic() + 10
+        while worker.handled < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        worker.stop(5)
+    assert worker.handled == 4 and not worker.running
+    receiver.wait_all_closed()
+    assert (receiver.requests, receiver.opened, receiver.closed) == (4, 1, 1)
