@@ -30,14 +30,21 @@ node_modules/.installed: package.json package-lock.json
 # Python 3.11), requirements.txt (what the Lambda zip installs: CPython 3.12 on manylinux
 # aarch64, at the dev lock's versions) and bench/peers/requirements.lock. A version already
 # pinned stays; `make lock LOCK_ARGS="--upgrade-package NAME"` moves one (--upgrade: all).
+# Each lock is compiled beside itself (uv keeps the pins it finds there) and replaced only when
+# it changed: an unchanged lock keeps its mtime, so the venv is not reinstalled for nothing.
 UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --custom-compile-command "make lock"
+define compile_lock
+	cp $(1) $(1).new
+	$(UV_COMPILE) $(LOCK_ARGS) $(2) -o $(1).new
+	if cmp -s $(1).new $(1); then rm $(1).new; else mv $(1).new $(1); fi
+endef
 lock: $(STAMP)
-	$(UV_COMPILE) $(LOCK_ARGS) pyproject.toml --extra tcp --extra dev \
-		--universal --python-version 3.11 -o requirements-dev.lock
-	$(UV_COMPILE) $(LOCK_ARGS) pyproject.toml -c requirements-dev.lock \
-		--python-platform aarch64-manylinux_2_17 --python-version 3.12 -o requirements.txt
-	$(UV_COMPILE) $(LOCK_ARGS) bench/peers/requirements.in \
-		--universal --python-version 3.11 -o bench/peers/requirements.lock
+	$(call compile_lock,requirements-dev.lock,pyproject.toml --extra tcp --extra dev \
+		--universal --python-version 3.11)
+	$(call compile_lock,requirements.txt,pyproject.toml -c requirements-dev.lock \
+		--python-platform aarch64-manylinux_2_17 --python-version 3.12)
+	$(call compile_lock,bench/peers/requirements.lock,bench/peers/requirements.in \
+		--universal --python-version 3.11)
 
 # promtool checks the alert rules and the exposition format; chromium runs the dev page's
 # browser test. Debian ships both; a missing one fails `make test`, never skips a test.
@@ -92,4 +99,5 @@ test-fast: install tools
 
 clean:
 	rm -rf $(VENV) .venv-peers node_modules .serverless .requirements-cache .hypothesis \
-		.ruff_cache .mypy_cache .pytest_cache .coverage .coverage.* *.egg-info bench/results.md bench/peers.md
+		.ruff_cache .mypy_cache .pytest_cache .coverage .coverage.* *.egg-info bench/results.md
+	find . -name __pycache__ -type d -not -path './node_modules/*' -prune -exec rm -rf {} +
