@@ -378,8 +378,8 @@ def _serve() -> int:
         server = uvicorn.Server(uvicorn.Config(build_app(), log_level="warning", access_log=False))
         # The drains push WebSocket messages to this server's management API stand-in.
         drains = replace(get_settings(), ws_api_endpoint=url + MANAGEMENT_PATH)
+        print(_banner(url, redis, ticker_s), flush=True)  # before the first tick's log line
         ticker = start_ticker(ticker_s, drains)
-        print(_banner(url, redis, ticker_s), flush=True)
         try:
             server.run(sockets=[sock])  # returns on SIGINT/SIGTERM
         finally:

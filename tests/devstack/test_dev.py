@@ -29,9 +29,12 @@ def session_pids(sid: int) -> set[int]:
     return pids
 
 
-def read_until(proc: subprocess.Popen[str], pattern: str, timeout_s: float) -> re.Match[str]:
+def read_until(
+    proc: subprocess.Popen[str], pattern: str, timeout_s: float, seen: list[str] | None = None
+) -> re.Match[str]:
+    """The first match of `pattern` on stdout; `seen` collects the lines read until then."""
     deadline = time.monotonic() + timeout_s
-    seen = []
+    seen = [] if seen is None else seen
     assert proc.stdout is not None
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
@@ -58,7 +61,9 @@ def test_make_dev_serves_and_stops_cleanly_on_ctrl_c() -> None:
         start_new_session=True,
     )
     try:
-        url = read_until(proc, r"API:\s+(http://\S+)", 120).group(1)
+        before: list[str] = []
+        url = read_until(proc, r"API:\s+(http://\S+)", 120, before).group(1)
+        assert not [line for line in before if line.startswith("{")]  # no log before the banner
         token = read_until(proc, r"Dev token: (\S+)", 10).group(1)
         scrape = read_until(proc, r"Scrape token: (\S+)", 10).group(1)
         assert len(session_pids(proc.pid)) >= 2  # make, python, valkey-server
