@@ -166,7 +166,9 @@ def test_a_dead_drain_disappears_by_itself(rest: RestClient, backend: valkey.Val
     now[0] += options.heartbeat_ms - 1
     assert Crew(rest, options, clock=lambda: now[0]).join() == "crowded"
     now[0] += 2
-    assert Crew(rest, options, clock=lambda: now[0]).join() is None
+    alive = Crew(rest, options, clock=lambda: now[0])
+    assert alive.join() is None
+    alive.close()
     assert backend.zcard(keys.drains_key(Q)) == 1  # the dead entry was purged
     ttl_ms = backend.pttl(keys.awake_key(Q))
     assert 0 < ttl_ms <= options.heartbeat_ms
