@@ -93,3 +93,16 @@ def rest(settings: Settings) -> Iterator[RestClient]:
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture(autouse=True)
+def no_heartbeat_outlives_its_test() -> Iterator[None]:
+    """A drain's heartbeat thread left running beats against whatever stack comes next and
+    logs into closed streams: every test stops the crews it admitted."""
+    import threading
+
+    yield
+    alive = [t for t in threading.enumerate() if t.name == "drain-heartbeat"]
+    for thread in alive:
+        thread.join(timeout=2)  # a drain in another thread may be closing its crew right now
+    assert [t for t in alive if t.is_alive()] == [], "a Crew was joined and never closed"
