@@ -434,16 +434,16 @@ class Bench:
         Lambda-seconds are the handler's own time, warm (cold starts and Lambda's overhead
         are not in it)."""
         from devstack.dev import SCHEDULED_EVENT
+        from devstack.lambda_events import LambdaContext
         from handlers.drain import handler
 
         self.backend.flushall()
         self._configure(DRAIN_WAKE="true", DRAIN_MAX_PARALLEL="4")
-        context = type("Context", (), {"get_remaining_time_in_millis": lambda _s: 55_000})()
-        handler(SCHEDULED_EVENT, context)  # warm: settings, client, scripts
+        handler(SCHEDULED_EVENT, LambdaContext(55_000))  # warm: settings, client, scripts
         billed_before, busy_s = billed_total(self.backend), 0.0
         for _ in range(ticks):
             started = time.perf_counter()
-            handler(SCHEDULED_EVENT, context)
+            handler(SCHEDULED_EVENT, LambdaContext(55_000))
             busy_s += time.perf_counter() - started
             time.sleep(max(0.0, 1 - (time.perf_counter() - started)))
         per_hour = (billed_total(self.backend) - billed_before) / ticks * 60

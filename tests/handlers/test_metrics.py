@@ -19,6 +19,7 @@ with warnings.catch_warnings():
 
 from core import keys, metrics
 from core.auth import mint_token
+from devstack.lambda_events import LambdaContext
 from tests.conftest import JWT_SECRET, SCRAPE_TOKEN
 
 SUMMARY = "/api/agent/rebalance/metrics"
@@ -179,25 +180,19 @@ def http_api_event(path: str, headers: dict[str, str], query: str = "") -> dict[
     }
 
 
-class Context:
-    aws_request_id = "lambda-req-1"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 10_000
-
-
 def test_lambda_handler_serves_both_routes(env: dict[str, str]) -> None:
     """Raw HTTP API events through Mangum: summary JSON and Prometheus text."""
     from handlers.metrics import handler
 
-    response = handler(http_api_event(SUMMARY, user_token(), "days=1"), Context())
+    response = handler(http_api_event(SUMMARY, user_token(), "days=1"), LambdaContext())
     assert response["statusCode"] == 200
     body = response["body"]
     if response.get("isBase64Encoded"):
         body = base64.b64decode(body).decode()
     assert json.loads(body)["days"] == 1
-    response = handler(http_api_event(PROMETHEUS, bearer(SCRAPE_TOKEN)), Context())
+    context = LambdaContext(aws_request_id="lambda-req-1")
+    response = handler(http_api_event(PROMETHEUS, bearer(SCRAPE_TOKEN)), context)
     assert response["statusCode"] == 200
     assert response["headers"]["x-request-id"] == "lambda-req-1"
-    response = handler(http_api_event(SUMMARY, user_token(), "days=9"), Context())
+    response = handler(http_api_event(SUMMARY, user_token(), "days=9"), LambdaContext())
     assert response["statusCode"] == 422
