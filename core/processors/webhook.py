@@ -126,13 +126,18 @@ async def _client() -> httpx.AsyncClient:
         # all kept alive for the next batch.
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
         client = httpx.AsyncClient(limits=limits)
-        entry = _clients[loop] = (client, _closed_with_loop(client))
+        entry = _clients[loop] = (client, _closed_with_loop(loop, client))
         await anext(entry[1])  # registers the generator with the loop's shutdown
     return entry[0]
 
 
-async def _closed_with_loop(client: httpx.AsyncClient) -> AsyncIterator[None]:
+async def _closed_with_loop(
+    loop: asyncio.AbstractEventLoop, client: httpx.AsyncClient
+) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        # The generator refers to its loop, so the weak key alone would never die: drop the
+        # entry by hand, or every invocation's loop and client would stay in memory.
+        _clients.pop(loop, None)
         await client.aclose()

@@ -8,6 +8,7 @@ server on a local port, behind a real drain.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import hmac
 import json
@@ -225,6 +226,8 @@ def test_one_connection_serves_every_job_on_the_loop_and_closes_with_it(
     asyncio.run(five_jobs())
     receiver.wait_all_closed()
     assert (receiver.requests, receiver.opened, receiver.closed) == (10, 2, 2)
+    gc.collect()
+    assert len(webhook._clients) == 0  # no ended loop, nor its client, stays in memory
 
 
 def test_a_drain_invocation_posts_all_its_jobs_over_one_connection(
