@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 
 DEFAULT_IDLE_EXIT_MS = 1000
 
@@ -44,11 +43,11 @@ def run(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     if args.no_idle_exit:
-        settings = replace(settings, drain_idle_exit_ms=None)
+        settings = settings.replace(drain_idle_exit_ms=None)
     elif args.idle_exit_ms is not None:
-        settings = replace(settings, drain_idle_exit_ms=args.idle_exit_ms)
+        settings = settings.replace(drain_idle_exit_ms=args.idle_exit_ms)
     elif settings.drain_idle_exit_ms is None:
-        settings = replace(settings, drain_idle_exit_ms=DEFAULT_IDLE_EXIT_MS)
+        settings = settings.replace(drain_idle_exit_ms=DEFAULT_IDLE_EXIT_MS)
     # The budget is the drain's working time: the safety margin that a Lambda keeps for
     # the last ack comes on top, so `--budget-seconds 2` really drains for two seconds.
     ends = time.monotonic() + args.budget_seconds + settings.drain_safety_margin_ms / 1000

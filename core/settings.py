@@ -130,6 +130,14 @@ class Settings:
             raise ConfigError(problems)
         return cls(**values)
 
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with `changes` (by field name), held to the rules of `from_env`: a value a
+        caller computes (a CLI option, the dev stack's own URL) cannot skip the checks."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)} | changes
+        if problems := _check(values):
+            raise ConfigError(problems)
+        return type(self)(**values)
+
     def require(self, *names: str) -> None:
         """Fail with one `ConfigError` unless every named variable is set."""
         missing = {n.upper(): "is required" for n in names if not getattr(self, n.lower())}

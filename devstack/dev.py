@@ -31,7 +31,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -377,7 +376,7 @@ def _serve() -> int:
         _check_reachable()
         server = uvicorn.Server(uvicorn.Config(build_app(), log_level="warning", access_log=False))
         # The drains push WebSocket messages to this server's management API stand-in.
-        drains = replace(get_settings(), ws_api_endpoint=url + MANAGEMENT_PATH)
+        drains = get_settings().replace(ws_api_endpoint=url + MANAGEMENT_PATH)
         print(_banner(url, redis, ticker_s), flush=True)  # before the first tick's log line
         ticker = start_ticker(ticker_s, drains)
         try:

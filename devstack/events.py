@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import uuid
 from pathlib import Path
@@ -121,7 +120,7 @@ async def _subscribe(websocket: WebSocket, connection_id: str) -> dict[str, Any]
 
 def _authenticate(token: str | None) -> Principal:
     # The token is verified here whatever AUTH_TRUST_AUTHORIZER says, as in the `ws` function.
-    settings = dataclasses.replace(get_settings(), auth_trust_authorizer=False)
+    settings = get_settings().replace(auth_trust_authorizer=False)
     if not token:
         raise errors.AuthError("missing token")
     return authenticate(f"Bearer {token}", settings)

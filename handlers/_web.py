@@ -165,6 +165,17 @@ def create_handler(app: Starlette) -> Callable[[dict[str, Any], Any], dict[str, 
     return handler
 
 
+class _ThreadLoop:
+    """A thread's own event loop, closed when the thread ends and its locals go."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+
+    def __del__(self) -> None:
+        if not self.loop.is_closed():
+            self.loop.close()
+
+
 _loops = threading.local()
 
 
@@ -175,10 +186,10 @@ def _ensure_event_loop() -> None:
     the next invocation would fail with "no current event loop". The loop is kept here, so
     one that is unset is set again, not collected with its sockets open.
     """
-    loop = getattr(_loops, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = _loops.loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
+    held: _ThreadLoop | None = getattr(_loops, "held", None)
+    if held is None or held.loop.is_closed():
+        held = _loops.held = _ThreadLoop()
+    asyncio.set_event_loop(held.loop)
 
 
 _logging_ready = False

@@ -15,7 +15,6 @@ have no JWT authorizer, so this function always verifies the token itself, whate
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from typing import Any
@@ -64,7 +63,7 @@ def _route(route: str, connection_id: str, event: dict[str, Any]) -> dict[str, A
 
 
 def _connect(connection_id: str, token: Any) -> None:
-    settings = dataclasses.replace(get_settings(), auth_trust_authorizer=False)
+    settings = get_settings().replace(auth_trust_authorizer=False)
     if not isinstance(token, str) or not token:
         raise errors.AuthError("missing token: connect with ?token=<JWT>")
     principal = authenticate(f"Bearer {token}", settings)

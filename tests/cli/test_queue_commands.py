@@ -179,6 +179,17 @@ def test_drain_options_reach_the_drain_as_values_not_through_the_environment(
     assert dict(os.environ) == before
 
 
+def test_a_negative_idle_exit_option_is_refused_like_the_variable(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Options become settings through `Settings.replace`, which checks them as `from_env`
+    checks the environment: exit 2 naming the variable, nothing drained."""
+    reset_caches()
+    assert main(["drain", "--idle-exit-ms", "-5"]) == 2
+    err = capsys.readouterr().err
+    assert "DRAIN_IDLE_EXIT_MS" in err and "negative" in err
+
+
 def test_bad_settings_and_outages_are_one_line_not_a_traceback(env: dict[str, str]) -> None:
     """A bad processor exits 2 naming the variable; an unreachable Upstash exits 1."""
     bad = rebalance({**env, "REBALANCE_PROCESSOR": "nope:process"}, "drain")

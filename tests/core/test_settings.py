@@ -57,6 +57,16 @@ def test_the_option_classes_take_their_defaults_and_values_from_settings() -> No
     assert ElasticOptions.from_settings(tuned).max_parallel == 3
 
 
+def test_replace_holds_a_copy_to_the_rules_of_the_environment() -> None:
+    s = Settings.from_env(BASE)
+    assert s.replace(drain_batch_size=7).drain_batch_size == 7
+    assert s.replace(log_level="debug").log_level == "DEBUG"
+    with pytest.raises(ConfigError) as caught:
+        s.replace(drain_idle_exit_ms=-1, retry_max_delay_ms=1)
+    assert set(caught.value.problems) == {"DRAIN_IDLE_EXIT_MS", "RETRY_MAX_DELAY_MS"}
+    assert s.drain_batch_size == 300  # the original is untouched
+
+
 def test_one_error_names_every_bad_variable() -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_env(

@@ -71,3 +71,31 @@ def test_status_through_the_lambda_handler(client: TestClient, backend) -> None:
         assert body_of(response)["jobId"] == job_id
     missing = handler(apigw_event("GET", f"{PATH}/{job_id}", headers=auth("bob")), LambdaContext())
     assert (missing["statusCode"], body_of(missing)["error"]["code"]) == (404, "not_found")
+
+
+def test_a_thread_that_served_invocations_leaves_no_event_loop_open(
+    client: TestClient, backend
+) -> None:
+    """Mangum needs a current loop per thread; the one a worker thread got is closed with the
+    thread, not left to the garbage collector with its sockets open."""
+    import gc
+    import threading
+    import warnings
+
+    from handlers.status import handler
+
+    job_id = _submit(client)
+    answers: list[int] = []
+
+    def serve() -> None:
+        event = apigw_event("GET", f"{PATH}/{job_id}", headers=auth())
+        answers.append(handler(event, LambdaContext())["statusCode"])
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        worker = threading.Thread(target=serve)
+        worker.start()
+        worker.join(10)
+        gc.collect()
+    assert answers == [200]
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
