@@ -77,6 +77,9 @@ class RedisClient(Protocol):
 
     def close(self) -> None: ...
 
+    # Clients are compared by identity: a process caches things per client (the drain's pusher).
+    def __hash__(self) -> int: ...
+
 
 class RestClient:
     """Upstash REST through the official SDK, with a timeout and a safe retry policy."""

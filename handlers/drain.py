@@ -32,7 +32,7 @@ from core.log import bind, configure, get_logger
 from core.log import event as log_event
 from core.processors import Processor, load_processor
 from core.queue import QueuePolicy
-from core.redis import RedisClient, client_for, get_client
+from core.redis import RedisClient, client_for
 from core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -48,15 +48,16 @@ def _processor(spec: str) -> Processor:
 
 
 @lru_cache(maxsize=1)
-def _pusher(endpoint: str) -> Pusher | None:
-    """The WebSocket pusher of the container (its boto3 client stays warm), if configured."""
+def _pusher(endpoint: str, client: RedisClient) -> Pusher | None:
+    """The WebSocket pusher of the container (its boto3 client stays warm), if configured;
+    connections that are gone are forgotten in the drain's own Redis."""
     if not endpoint:
         return None
     from core import subscriptions
     from core.push import Pusher, management_poster
 
     def forget(connection_id: str, job_id: str) -> None:
-        subscriptions.forget(get_client(), connection_id, [job_id])
+        subscriptions.forget(client, connection_id, [job_id])
 
     return Pusher(management_poster(endpoint), forget)
 
@@ -105,7 +106,7 @@ def run_drain(
             policy=QueuePolicy.from_settings(settings),
             options=options,
             crew=crew,
-            pusher=_pusher(settings.ws_api_endpoint),
+            pusher=_pusher(settings.ws_api_endpoint, client),
         )
         result = summary.as_dict()
         if summary.claimed:
