@@ -35,7 +35,7 @@ node_modules/.installed: package.json package-lock.json
 UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --custom-compile-command "make lock"
 define compile_lock
 	cp $(1) $(1).new
-	$(UV_COMPILE) $(LOCK_ARGS) $(2) -o $(1).new
+	$(UV_COMPILE) $(LOCK_ARGS) $(2) -o $(1).new || { rm -f $(1).new; exit 1; }
 	if cmp -s $(1).new $(1); then rm $(1).new; else mv $(1).new $(1); fi
 endef
 lock: $(STAMP)
@@ -99,5 +99,6 @@ test-fast: install tools
 
 clean:
 	rm -rf $(VENV) .venv-peers node_modules .serverless .requirements-cache .hypothesis \
-		.ruff_cache .mypy_cache .pytest_cache .coverage .coverage.* *.egg-info bench/results.md
+		.ruff_cache .mypy_cache .pytest_cache .coverage .coverage.* *.egg-info bench/results.md \
+		requirements.txt.new requirements-dev.lock.new bench/peers/requirements.lock.new
 	find . -name __pycache__ -type d -not -path './node_modules/*' -prune -exec rm -rf {} +

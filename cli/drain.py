@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from core.settings import get_settings
+    from devstack.lambda_events import LambdaContext
     from handlers.drain import run_drain
 
     settings = get_settings()
@@ -50,11 +51,10 @@ def run(args: argparse.Namespace) -> int:
         settings = settings.replace(drain_idle_exit_ms=DEFAULT_IDLE_EXIT_MS)
     # The budget is the drain's working time: the safety margin that a Lambda keeps for
     # the last ack comes on top, so `--budget-seconds 2` really drains for two seconds.
-    ends = time.monotonic() + args.budget_seconds + settings.drain_safety_margin_ms / 1000
+    budget_ms = int(args.budget_seconds * 1000) + settings.drain_safety_margin_ms
+    context = LambdaContext(budget_ms, aws_request_id=f"cli-{int(time.time() * 1000)}")
     summary = run_drain(
-        settings,
-        lambda: max(0, int((ends - time.monotonic()) * 1000)),
-        request_id=f"cli-{int(time.time() * 1000)}",
+        settings, context.get_remaining_time_in_millis, request_id=context.aws_request_id
     )
     print(json.dumps(summary), flush=True)
     return 0

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _problem(args: argparse.Namespace, secret: str) -> str | None:
     from core.errors import ConfigError
-    from core.settings import jwt_secret_problem
+    from core.settings import Settings, jwt_secret_problem
 
     if not secret:
         return "AUTH_JWT_SECRET is not set: export the secret the API verifies tokens with"
@@ -68,7 +68,8 @@ def _problem(args: argparse.Namespace, secret: str) -> str | None:
         return "--public-key must not be empty"
     if args.ttl <= 0:
         return "--ttl must be a positive number of seconds"
-    max_ttl = os.environ.get("AUTH_MAX_TOKEN_TTL_S", "").strip() or str(24 * 3600)
+    default_ttl = Settings.__dataclass_fields__["auth_max_token_ttl_s"].default
+    max_ttl = os.environ.get("AUTH_MAX_TOKEN_TTL_S", "").strip() or str(default_ttl)
     if max_ttl.isdigit() and args.ttl > int(max_ttl):
         return f"--ttl must be at most AUTH_MAX_TOKEN_TTL_S ({max_ttl} s): the API refuses longer"
     if any(not scope or " " in scope for scope in args.scope):

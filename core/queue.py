@@ -37,7 +37,7 @@ from core.jobs import (
     status_view,
 )
 from core.redis import RedisClient, Script, get_client
-from core.settings import Settings, options_from, setting
+from core.settings import SERIALIZE_FIELDS, Settings, options_from, setting
 
 OutcomeKind = Literal["ok", "retry", "dead", "release"]
 
@@ -50,10 +50,6 @@ PURGE = Script("purge.lua")
 
 REQUEUE_SCAN_LIMIT = 1000  # due entries moved per claim; the rest wait for the next claim
 OUTBOX_CAP = 1000  # cancels waiting to be pushed; past it the oldest are dropped
-
-
-# SERIALIZE_BY -> the job field that names the lock
-SERIALIZE_FIELDS = {"wallet": "public_key", "user": "user_id", "none": ""}
 
 
 @dataclass(frozen=True)
@@ -165,7 +161,7 @@ class Cycle:
 
     jobs: list[Job]
     # The clock of the call (resends reuse it): the leases of `jobs` run from here.
-    claimed_at: int = 0
+    claimed_at: int
     acked: int = 0
     stale: int = 0
     counts: dict[str, int] = field(default_factory=dict)

@@ -202,6 +202,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "bool": _parse_bool,
 }
 
+# SERIALIZE_BY -> the job field that names what must not run twice at once: `public_key`
+# (a wallet), `user_id`, or "" (no serialization).
+SERIALIZE_FIELDS = {"wallet": "public_key", "user": "user_id", "none": ""}
+
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _POSITIVE = (
     "upstash_timeout_ms",
@@ -259,8 +263,9 @@ def _check(v: dict[str, Any]) -> dict[str, str]:
 
 def _check_jobs(v: dict[str, Any]) -> dict[str, str]:
     problems: dict[str, str] = {}
-    if v["serialize_by"] not in ("wallet", "user", "none"):
-        problems["SERIALIZE_BY"] = "must be wallet, user or none"
+    if v["serialize_by"] not in SERIALIZE_FIELDS:
+        *others, last = SERIALIZE_FIELDS
+        problems["SERIALIZE_BY"] = f"must be {', '.join(others)} or {last}"
     if v["job_valid_for_s"] is not None and not 1 <= v["job_valid_for_s"] <= 86400:
         problems["JOB_VALID_FOR_S"] = "must be between 1 and 86400 seconds"
     v["log_level"] = v["log_level"].upper()

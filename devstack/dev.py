@@ -33,6 +33,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from core.log import refresh_secrets
+from devstack.lambda_events import LambdaContext
+
 if TYPE_CHECKING:
     from core.settings import Settings
 
@@ -84,6 +87,7 @@ def redis_stack() -> Iterator[str]:
 
     with local_stack() as stack:
         os.environ.update(stack.env())
+        refresh_secrets()  # the gateway's token is a secret: logs must mask it from now on
         yield f"embedded Valkey {stack.redis_url} behind the gateway {stack.url}"
 
 
@@ -126,10 +130,10 @@ class Ticker:
         for worker in list(self._workers):
             worker.join(15)
 
-    def remaining_ms(self, ends: float) -> int:
+    def remaining_ms(self, context: LambdaContext) -> int:
         if self._stop.is_set():  # Ctrl-C: let the running invocation wind down now
             return 0
-        return max(0, int((ends - time.monotonic()) * 1000))
+        return context.get_remaining_time_in_millis()
 
     def wake(self, event: dict[str, Any]) -> bool:
         """Start a drain thread for `event` now; False when `max_parallel` already run."""
@@ -170,15 +174,18 @@ class Ticker:
         from handlers.drain import run_drain
 
         settings = self.settings or get_settings()
-        ends = time.monotonic() + budget_s + settings.drain_safety_margin_ms / 1000
         with self._lock:
             number = self.invocations
             self.invocations += 1
+        context = LambdaContext(
+            int(budget_s * 1000) + settings.drain_safety_margin_ms,
+            aws_request_id=f"dev-drain-{number}",
+        )
         run_drain(
             settings,
-            lambda: self.remaining_ms(ends),
+            lambda: self.remaining_ms(context),
             event=event,
-            request_id=f"dev-drain-{number}",
+            request_id=context.aws_request_id,
         )
 
     def _run(self) -> None:
@@ -238,6 +245,7 @@ def _defaults() -> None:
     # credentials do, and these keep it from probing for real ones.
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "dev-local")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "dev-local")
+    refresh_secrets()  # the generated secrets are masked in logs whatever logged before
 
 
 def dev_token() -> str:
