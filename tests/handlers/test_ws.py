@@ -231,3 +231,19 @@ def _any() -> Any:
     from botocore.stub import ANY
 
     return ANY
+
+
+def test_an_unreachable_store_is_a_503_in_the_error_model(
+    lambda_env: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The WebSocket Lambda shares the HTTP API's status table: Upstash out of reach answers
+    503 `service_unavailable`, its cause kept out of the body."""
+    from tests.support.caches import reset_caches
+
+    monkeypatch.setenv("UPSTASH_REDIS_REST_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("UPSTASH_RETRIES", "0")
+    reset_caches()  # the next test's `env` resets them again, to its own stack
+    answer = ws.handler(connect_event(token(lambda_env)), None)
+    error = json.loads(answer["body"])["error"]
+    assert (answer["statusCode"], error["code"]) == (503, "service_unavailable")
+    assert "127.0.0.1" not in error["message"]
