@@ -89,7 +89,10 @@ def run_drain(
 ) -> dict[str, Any]:
     """One drain invocation with `settings`, until `remaining_ms()` (less the safety margin)
     runs out; `event` says who started it (a scheduled run when None), `client` defaults to
-    the process's client for the connection of `settings`. Returns the summary."""
+    the process's client for the connection of `settings`. Returns the summary.
+
+    The processor (`settings.rebalance_processor`) reads its own configuration (the webhook's
+    URL and secret) from the environment's settings, as it does on Lambda."""
     configure(settings.log_level)
     processor = _processor(settings.rebalance_processor)
     client = client_for(settings) if client is None else client
