@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import base64
-import http.server
 import json
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from core.auth import KeySetUnavailableError, Principal, authenticate, mint_token
 from core.errors import AuthError
 from core.settings import Settings
+from tests.support.jwks import KeyServer, jwk
 
 JWT_SECRET = "auth-test-secret-" + "x" * 64  # long enough for HS512 too
 BASE = {"upstash_redis_rest_url": "http://127.0.0.1:1", "upstash_redis_rest_token": "t"}
@@ -148,35 +147,16 @@ RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
 
 
-def _jwk(private_key: Any, kid: str, alg: str) -> dict[str, Any]:
-    algo = jwt.algorithms.RSAAlgorithm if alg == "RS256" else jwt.algorithms.ECAlgorithm
-    data = json.loads(algo.to_jwk(private_key.public_key()))
-    return {**data, "kid": kid, "alg": alg, "use": "sig"}
-
-
 @pytest.fixture(scope="module")
 def jwks_url() -> Iterator[str]:
-    body = json.dumps(
-        {"keys": [_jwk(RSA_KEY, "rsa-1", "RS256"), _jwk(EC_KEY, "ec-1", "ES256")]}
-    ).encode()
+    def signing(key: Any, kid: str, alg: str) -> dict[str, Any]:
+        return jwk(key, kid, alg=alg, use="sig")
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/.well-known/jwks.json"
-    server.shutdown()
-    server.server_close()
+    server = KeyServer(
+        {"keys": [signing(RSA_KEY, "rsa-1", "RS256"), signing(EC_KEY, "ec-1", "ES256")]}
+    )
+    yield server.url
+    server.close()
 
 
 def _jwks_settings(url: str) -> Settings:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import http.server
 import itertools
 import json
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +20,7 @@ from core.auth import Principal, authenticate, key_set
 from core.errors import AuthError
 from core.jwks import KeySet, KeySetUnavailableError, parse_keys
 from core.settings import Settings
+from tests.support.jwks import KeyServer, jwk
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 RSA_NEXT = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -30,48 +29,9 @@ EC_384 = ec.generate_private_key(ec.SECP384R1())
 BASE = {"upstash_redis_rest_url": "http://127.0.0.1:1", "upstash_redis_rest_token": "t"}
 
 
-def jwk(private_key: Any, kid: str, **extra: Any) -> dict[str, Any]:
-    rsa_key = isinstance(private_key, rsa.RSAPrivateKey)
-    algo = jwt.algorithms.RSAAlgorithm if rsa_key else jwt.algorithms.ECAlgorithm
-    return {**json.loads(algo.to_jwk(private_key.public_key())), "kid": kid, **extra}
-
-
-class KeyServer:
-    """A JWKS endpoint whose document the test changes; counts the fetches it answers."""
-
-    def __init__(self) -> None:
-        self.document: Any = {"keys": [jwk(RSA_KEY, "rsa-1"), jwk(EC_KEY, "ec-1")]}
-        self.status = 200
-        self.fetches = 0
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                owner.fetches += 1
-                body = json.dumps(owner.document).encode()
-                self.send_response(owner.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks-{id(self)}.json"
-        threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        ).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def keys_server() -> Iterator[KeyServer]:
-    server = KeyServer()
+    server = KeyServer({"keys": [jwk(RSA_KEY, "rsa-1"), jwk(EC_KEY, "ec-1")]})
     yield server
     server.close()
 
