@@ -47,6 +47,22 @@ def service_copy(root: Path, dirs: tuple[str, ...] = ("deploy",)) -> Path:
     return tree
 
 
+def run_sls(
+    cwd: Path, env: Mapping[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`sls ARGS` (node_modules' osls) in `cwd`, output captured; a failing exit is returned,
+    not raised: the caller asserts what it expects."""
+    return subprocess.run(
+        [str(SLS), *args],
+        cwd=cwd,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def sls_environ(home: Path | None = None) -> dict[str, str]:
     """The environment `sls` runs in, as the Makefile sets it up, minus the caller's settings.
 
@@ -132,22 +148,14 @@ class Sls:
         self.count += 1
         path = self.workdir / f"{self.count:02d}-{function}.json"
         path.write_text(json.dumps(event))
-        command = [str(SLS), "invoke", "local", "-f", function, "--path", str(path)]
+        args = ["invoke", "local", "-f", function, "--path", str(path)]
         for name, value in env.items():
-            command += ["-e", f"{name}={value}"]
+            args += ["-e", f"{name}={value}"]
         if context is not None:
-            command += ["--context", json.dumps(context)]
-        run = subprocess.run(
-            command,
-            cwd=REPO,
-            env=self.environ,
-            capture_output=True,
-            text=True,
-            timeout=90,
-            check=False,
-        )
+            args += ["--context", json.dumps(context)]
+        run = run_sls(REPO, self.environ, *args, timeout=90)
         output = run.stdout + run.stderr
-        assert run.returncode == 0, f"{' '.join(command)} failed ({run.returncode}):\n{output}"
+        assert run.returncode == 0, f"sls {' '.join(args)} failed ({run.returncode}):\n{output}"
         return Invocation(last_json(run.stdout), output)
 
 

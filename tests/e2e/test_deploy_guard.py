@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import REPO, service_copy, sls_environ
+from tests.e2e.helpers import REPO, run_sls, service_copy, sls_environ
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -32,18 +32,7 @@ def _deploy(
         text = config.read_text()
         line = next(line for line in text.splitlines() if line.strip().startswith(blank + ":"))
         config.write_text(text.replace(line, f"{line.split(':')[0]}: ''"))
-    env = {**sls_environ(tmp.mktemp("home")), **env_extra}
-    run = subprocess.run(
-        ["sls", "deploy"],
-        cwd=tree,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    output = run.stdout + run.stderr
-    assert run.returncode != 0, output
+    output = _deploy_with(tree, {**sls_environ(tmp.mktemp("home")), **env_extra})
     assert not (tree / ".serverless").exists() or not list((tree / ".serverless").glob("*.zip"))
     assert not (tree / ".requirements-cache").exists()
     return tree, output
@@ -76,15 +65,8 @@ def test_deploy_without_a_parameter_name_is_refused_naming_it(
 
 
 def _deploy_with(tree: Path, env: dict[str, str], *params: str) -> str:
-    run = subprocess.run(
-        ["sls", "deploy", *(f"--param={p}" for p in params)],
-        cwd=tree,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    """`sls deploy` in `tree`, which must fail; its output."""
+    run = run_sls(tree, env, "deploy", *(f"--param={p}" for p in params))
     assert run.returncode != 0, run.stdout + run.stderr
     return run.stdout + run.stderr
 

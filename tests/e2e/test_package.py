@@ -4,12 +4,11 @@ there to be left out, and stale 3.11 bytecode planted in `core/`)."""
 
 from __future__ import annotations
 
-import subprocess
 from typing import Any
 
 import pytest
 
-from tests.e2e.helpers import SECRETS, Build, service_copy, sls_environ
+from tests.e2e.helpers import SECRETS, Build, run_sls, service_copy, sls_environ
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -303,15 +302,7 @@ def test_package_without_the_runtime_python_stops_with_advice(
     tree = service_copy(tmp_path_factory.mktemp("no-python"))
     env = sls_environ(tmp_path_factory.mktemp("home"))
     env["PYTHON312"] = str(tree / "missing" / "python3.12")
-    run = subprocess.run(
-        ["sls", "package"],
-        cwd=tree,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    run = run_sls(tree, env, "package")
     output = run.stdout + run.stderr
     assert run.returncode != 0, output
     assert "Packaging needs CPython 3.12" in output

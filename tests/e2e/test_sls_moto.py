@@ -9,7 +9,6 @@ finding, a framework warning included (see test_cfn_lint.py).
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 from moto.cloudformation import models as cloudformation_models
 from moto.server import ThreadedMotoServer
 
-from tests.e2e.helpers import SECRETS, Build, sls_environ
+from tests.e2e.helpers import SECRETS, Build, run_sls, sls_environ
 
 pytestmark = [
     pytest.mark.slow,
@@ -51,15 +50,7 @@ def endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 def _sls(build: Build, endpoint: str, home: Any, *args: str) -> str:
     env = {**sls_environ(home), "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1"}
-    run = subprocess.run(
-        ["sls", *args, "--stage", "prod"],
-        cwd=build.tree,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    run = run_sls(build.tree, env, *args, "--stage", "prod", timeout=240)
     output = run.stdout + run.stderr
     assert run.returncode == 0, f"sls {' '.join(args)} failed ({run.returncode}):\n{output}"
     return output
