@@ -46,19 +46,26 @@ def read_until(
     raise AssertionError(f"{pattern!r} never printed; output was:\n{''.join(seen)}")
 
 
-@pytest.mark.timeout(180)
-def test_make_dev_serves_and_stops_cleanly_on_ctrl_c() -> None:
-    """The printed URL answers /healthz and a submit; Ctrl-C ends every process it started."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UPSTASH_REDIS_REST")}
-    env.update(PORT="0", DEV_DRAIN_INTERVAL_S="1", SIM_LATENCY_MS="1")
-    proc = subprocess.Popen(
-        ["make", "--no-print-directory", "dev"],
+def start_dev(command: list[str], **env: str) -> subprocess.Popen[str]:
+    """The dev server in a session of its own, on the embedded stack (no Upstash variables
+    inherited), its stdout piped for `read_until`."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("UPSTASH_REDIS_REST")}
+    return subprocess.Popen(
+        command,
         cwd=ROOT,
-        env=env,
+        env={**base, "PORT": "0", **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
         start_new_session=True,
+    )
+
+
+@pytest.mark.timeout(180)
+def test_make_dev_serves_and_stops_cleanly_on_ctrl_c() -> None:
+    """The printed URL answers /healthz and a submit; Ctrl-C ends every process it started."""
+    proc = start_dev(
+        ["make", "--no-print-directory", "dev"], DEV_DRAIN_INTERVAL_S="1", SIM_LATENCY_MS="1"
     )
     try:
         before: list[str] = []
@@ -104,16 +111,8 @@ def test_make_dev_serves_and_stops_cleanly_on_ctrl_c() -> None:
 @pytest.mark.timeout(120)
 def test_dev_stops_on_sigterm_and_stops_its_valkey() -> None:
     """SIGTERM to the server process alone also stops the embedded server it started."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UPSTASH_REDIS_REST")}
-    env.update(PORT="0", DEV_DRAIN_INTERVAL_S="0")
-    proc = subprocess.Popen(
-        [str(ROOT / ".venv/bin/python"), "-m", "devstack.dev"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
+    proc = start_dev(
+        [str(ROOT / ".venv/bin/python"), "-m", "devstack.dev"], DEV_DRAIN_INTERVAL_S="0"
     )
     url = read_until(proc, r"API:\s+(http://\S+)", 60).group(1)
     assert "off" in read_until(proc, r"Drain:\s+(.*)", 5).group(1)
