@@ -14,6 +14,7 @@ from moto import mock_aws
 from core import log, parameters
 from core.errors import ConfigError
 from core.settings import Settings
+from tests.support.aws import offline_aws
 
 BASE = {"UPSTASH_REDIS_REST_URL": "https://db.upstash.io", "UPSTASH_REDIS_REST_TOKEN": "tok"}
 
@@ -171,15 +172,7 @@ NAMED = {
 @pytest.fixture
 def ssm(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """An in-process moto SSM with dummy credentials; nothing leaves the process."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SSM", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
+    offline_aws(monkeypatch)
     with mock_aws():
         yield boto3.client("ssm")
 

@@ -20,6 +20,7 @@ from moto import mock_aws
 from core.settings import Settings
 from tests.e2e.helpers import PARAMETERS, SECRETS, Build
 from tests.e2e.moto_deploy import NOT_REPLAYED, SKIPPED, STACK, Deployed, deploy
+from tests.support.aws import offline_aws
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -61,14 +62,7 @@ def deployed(build: Build, monkeypatch_module: pytest.MonkeyPatch) -> Iterator[D
 def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
     """Dummy credentials and no endpoint override: moto answers everything in process."""
     with pytest.MonkeyPatch.context() as patch:
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }.items():
-            patch.setenv(name, value)
-        for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SSM", "AWS_PROFILE"):
-            patch.delenv(name, raising=False)
+        offline_aws(patch)
         yield patch
 
 

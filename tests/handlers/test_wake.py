@@ -20,6 +20,7 @@ from core.redis import RestClient
 from devstack.lambda_events import LambdaContext, apigw_event
 from tests.bodies import rebalance
 from tests.handlers.helpers import TestClient, api_app, auth
+from tests.support.aws import offline_aws
 
 PATH = "/api/agent/rebalance"
 DRAIN = "agent-rebalance-test-drain"
@@ -40,11 +41,9 @@ def invokes(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[li
         "DRAIN_WAKE": "true",
         "DRAIN_FUNCTION_NAME": DRAIN,
         "RATE_LIMIT_MAX": "1000",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
     }.items():
         monkeypatch.setenv(name, value)
+    offline_aws(monkeypatch)
     from core.settings import get_settings
 
     get_settings.cache_clear()

@@ -32,6 +32,7 @@ from devstack.lambda_events import LambdaContext
 from handlers import drain as drain_handler
 from handlers import ws
 from tests.e2e.helpers import load_event
+from tests.support.aws import offline_aws
 
 ENDPOINT = "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/dev"
 USER, WALLET = "agent-7f3a", "7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU"
@@ -50,8 +51,7 @@ def lambda_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator
     """The stack's environment plus the drain's management endpoint, and moto for AWS."""
     for name, value in {**FAST_DRAIN, "WS_API_ENDPOINT": ENDPOINT}.items():
         monkeypatch.setenv(name, value)
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(name, "testing")
+    offline_aws(monkeypatch)
     drain_handler._pusher.cache_clear()  # a fresh boto3 client, made inside moto
     with mock_aws():
         yield env
