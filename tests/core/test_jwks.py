@@ -29,9 +29,14 @@ EC_384 = ec.generate_private_key(ec.SECP384R1())
 BASE = {"upstash_redis_rest_url": "http://127.0.0.1:1", "upstash_redis_rest_token": "t"}
 
 
+def serving_both_keys() -> KeyServer:
+    """A key server with the RSA key `rsa-1` and the EC key `ec-1`."""
+    return KeyServer({"keys": [jwk(RSA_KEY, "rsa-1"), jwk(EC_KEY, "ec-1")]})
+
+
 @pytest.fixture
 def keys_server() -> Iterator[KeyServer]:
-    server = KeyServer({"keys": [jwk(RSA_KEY, "rsa-1"), jwk(EC_KEY, "ec-1")]})
+    server = serving_both_keys()
     yield server
     server.close()
 

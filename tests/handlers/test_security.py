@@ -190,9 +190,18 @@ def test_jwks_tokens_of_every_shape_are_401_over_http(
     client: TestClient, backend, monkeypatch
 ) -> None:
     """Hostile headers against a real key server: 401 each, and a matching token passes."""
-    from tests.core.test_jwks import ALGS, EC_KEY, KIDS, RSA_KEY, SIGNERS, KeyServer, _token, signed
+    from tests.core.test_jwks import (
+        ALGS,
+        EC_KEY,
+        KIDS,
+        RSA_KEY,
+        SIGNERS,
+        _token,
+        serving_both_keys,
+        signed,
+    )
 
-    server = KeyServer()
+    server = serving_both_keys()
     try:
         monkeypatch.setenv("AUTH_JWKS_URL", server.url)
         monkeypatch.setenv("AUTH_ISSUER", "https://issuer")
